@@ -1,0 +1,41 @@
+# rolecast — the two commands a newcomer runs: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+SAMPLE := examples/sample/harbor_lights.txt
+SAMPLE_PACK := packs/maggie
+
+.PHONY: setup demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU torch first: any other torch request would pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0 || $(PIP) install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PIP) install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+$(SAMPLE_PACK)/pack.json: $(SAMPLE) | $(STAMP)
+	$(VENV)/bin/rolecast prepare $(SAMPLE) --character Maggie --show "Harbor Lights" --out $(SAMPLE_PACK)
+
+demo: $(SAMPLE_PACK)/pack.json
+	@echo "Pack ready: $(SAMPLE_PACK) — profile report at $(SAMPLE_PACK)/profile.md"
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) packs .pytest_cache

