@@ -69,7 +69,7 @@ class GenerationSettings(Settings):
 
     section: ClassVar[str] = "generation"
 
-    max_tokens: int = Field(96, ge=1, le=4096, description="Most tokens in one reply.")
+    max_tokens: int = Field(64, ge=1, le=4096, description="Most tokens in one reply.")
     temperature: float = Field(0.8, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(0.92, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(50, ge=0, le=1000, description="Keep the k most likely tokens (0: all).")
@@ -95,6 +95,8 @@ class PerformerSettings(Settings):
     weight_style: float = Field(1.0, ge=0.0, le=10.0, description="Rerank weight of the style classifier's score.")
     weight_relevance: float = Field(0.6, ge=0.0, le=10.0, description="Rerank weight of similarity to the user's message.")
     weight_repetition: float = Field(1.0, ge=0.0, le=10.0, description="Rerank penalty weight for repeating the history.")
+    weight_length: float = Field(0.3, ge=0.0, le=10.0, description="Rerank penalty weight for straying from the character's usual line length.")
+    post_history: Literal["system", "after_history"] = Field("system", description="Where the card's post-history instructions go: end of the system prompt (small models follow it best), or a system turn after the history (SillyTavern's way).")
     max_message_chars: int = Field(8000, ge=1, le=1_000_000, description="Longer user messages are trimmed (with a notice).")
     retries: int = Field(2, ge=0, le=10, description="Resamples (new seed) when every candidate is empty after cleaning.")
 

@@ -1,0 +1,202 @@
+"""The ``rolecast`` command line: a thin layer over the stage modules.
+
+    rolecast speakers SCRIPTS...                      who speaks, how often
+    rolecast prepare SCRIPTS... --character NAME --out PACK
+
+Run ``rolecast COMMAND --help`` for each command's options. Errors a user can fix
+are printed as one line on stderr with exit code 2; heavy libraries are imported
+inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import RolecastError
+from .settings import (
+    BackendSettings,
+    GenerationSettings,
+    PerformerSettings,
+    PrepareSettings,
+    click_options,
+    load_config,
+    resolve,
+)
+
+log = logging.getLogger("rolecast")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="rolecast")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, envvar="ROLECAST_CONFIG", help="TOML config file (sections: prepare, generation, performer, backend, serve, train, eval).")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Turn a TV series' scripts into a chatbot that talks like one of its characters."""
+    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("rolecast").setLevel(logging.DEBUG if verbose else logging.INFO)
+    ctx.obj = {"config": load_config(config_path)}
+
+
+def config(ctx: click.Context) -> dict:
+    return (ctx.find_root().obj or {}).get("config", {})
+
+
+def ingest_options(func):
+    """Options shared by every command that reads scripts."""
+    return click_options(
+        PrepareSettings,
+        exclude=("character", "context_turns", "min_words", "max_words", "max_context_chars", "split", "seed", "style", "index"),
+    )(func)
+
+
+@cli.command()
+@click.argument("scripts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top", type=int, default=30, show_default=True, help="How many speakers to list.")
+@ingest_options
+@click.pass_context
+def speakers(ctx: click.Context, scripts: tuple[Path, ...], top: int, **options) -> None:
+    """List who speaks in SCRIPTS, and how often."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .ingest import ingest
+
+    settings = resolve(PrepareSettings, {"character": "-", **options}, config(ctx))
+    script, report = ingest(list(scripts), settings)
+    counts = script.speakers()
+    table = Table(title=f"{script.show}: {len(counts):,} speakers, {len(script.lines):,} lines")
+    for column in ("speaker", "lines", "share", "also written as"):
+        table.add_column(column, justify="right" if column in ("lines", "share") else "left")
+    total = sum(counts.values()) or 1
+    for name, n in counts.most_common(top):
+        variants = sorted({v.strip() for v in report.merged_speakers.get(name, [])} - {name})
+        table.add_row(name, f"{n:,}", f"{n / total:.1%}", ", ".join(variants[:4]) + (" ..." if len(variants) > 4 else ""))
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("scripts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Pack folder to write (replaced atomically).")
+@click_options(PrepareSettings)
+@click.pass_context
+def prepare(ctx: click.Context, scripts: tuple[Path, ...], out: Path, **options) -> None:
+    """Build a character pack from SCRIPTS: clean script, examples, card, profile."""
+    from .prepare import prepare as run_prepare
+
+    settings = resolve(PrepareSettings, options, config(ctx))
+    summary = run_prepare(list(scripts), settings, out)
+    click.echo(summary)
+
+
+def chat_options(func):
+    """Generation, performer and backend settings, for every command that talks."""
+    for cls in (BackendSettings, PerformerSettings, GenerationSettings):
+        func = click_options(cls)(func)
+    return func
+
+
+def split_options(options: dict, ctx: click.Context):
+    """The three settings groups of a talking command, resolved with config and environment."""
+    conf = config(ctx)
+    groups = []
+    for cls in (BackendSettings, PerformerSettings, GenerationSettings):
+        groups.append(resolve(cls, {k: options.pop(k) for k in list(options) if k in cls.model_fields}, conf))
+    return groups
+
+
+def load_performer(pack: Path, options: dict, ctx: click.Context):
+    from .performer import Performer
+
+    backend, perf, gen = split_options(options, ctx)
+    return Performer.load(pack, backend, perf=perf, gen=gen)
+
+
+@cli.command()
+@click.argument("pack", type=click.Path(path_type=Path))
+@chat_options
+@click.pass_context
+def chat(ctx: click.Context, pack: Path, **options) -> None:
+    """Chat with the character of PACK in the terminal (streamed)."""
+    from .chat import ChatSession, run_terminal
+
+    run_terminal(ChatSession(load_performer(pack, options, ctx)))
+
+
+@cli.command()
+@click.argument("pack", type=click.Path(path_type=Path))
+@click.argument("message")
+@click.option("--json", "as_json", is_flag=True, help="Print the reply with every candidate and its scores as JSON.")
+@chat_options
+@click.pass_context
+def say(ctx: click.Context, pack: Path, message: str, as_json: bool, **options) -> None:
+    """One reply of the character of PACK to MESSAGE."""
+    import json
+
+    performer = load_performer(pack, options, ctx)
+    reply = performer.reply([], message)
+    if as_json:
+        click.echo(json.dumps(reply.as_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo(reply.text)
+    for notice in reply.notices:
+        click.echo(f"({notice})", err=True)
+
+
+@cli.command()
+@click.argument("pack", type=click.Path(path_type=Path))
+def index(pack: Path) -> None:
+    """(Re)build the retrieval index of PACK: the character's real exchanges, embedded."""
+    from .pack import Pack
+    from .retrieval import build_index
+
+    built = build_index(Pack.open(pack))
+    click.echo(f"Indexed {len(built):,} exchanges into {pack / 'index'}")
+
+
+@cli.group()
+def style() -> None:
+    """The style classifier: does a reply sound like the character?"""
+
+
+@style.command("train")
+@click.argument("pack", type=click.Path(path_type=Path))
+@click.option("--method", default="auto", show_default=True, help="Classifier (see rolecast.style).")
+@click.option("--max-minutes", type=float, default=5.0, show_default=True, help="Training time budget.")
+def style_train(pack: Path, method: str, max_minutes: float) -> None:
+    """Train the style classifier of PACK on its held-out split and report AUC."""
+    from .pack import Pack
+    from .style import train_style
+
+    report = train_style(Pack.open(pack), method=method, max_minutes=max_minutes)
+    click.echo(f"Style classifier ({report['method']}): ROC-AUC {report['roc_auc']:.3f}, "
+               f"accuracy {report['accuracy']:.3f} on held-out episodes; report in {pack / 'style' / 'report.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: RolecastError → one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="rolecast", standalone_mode=False)
+    except RolecastError as err:
+        click.echo(f"error: {err}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

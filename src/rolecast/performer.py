@@ -1,0 +1,275 @@
+"""The Performer: a pack and a backend in, the character's reply out.
+
+    performer = Performer.load("packs/house")                       # default backend and model
+    reply = performer.reply(history, "I have chest pain. Should I be worried?")
+    reply.text, reply.candidates                                    # the best one, and every one with its scores
+
+    stream = performer.stream(history, "Hi")                        # one candidate, token by token
+    for piece in stream: print(piece, end="")
+    stream.reply                                                    # the finished Reply
+
+Per turn: retrieve the character's real exchanges nearest to the message, build the
+prompt (``prompt.py``), sample one or several candidates, clean each
+(``postprocess.py``), score them — style (the pack's classifier), relevance to the
+message, repetition of the history — and return the best. A reply is never empty:
+an empty candidate set is resampled with new seeds, then the card's fallback line is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend, create
+from .backends.base import Message
+from .errors import MessageError, PackError
+from .pack import Pack
+from .postprocess import Cleaned, PostProcessor, ends_sentence
+from .prompt import Prompt, build_prompt
+from .settings import BackendSettings, GenerationSettings, PerformerSettings
+
+log = logging.getLogger(__name__)
+DEFAULT_FALLBACK = "Hm."
+AUTO = object()  # load the pack's part when it has one
+
+
+@dataclass
+class Candidate:
+    text: str
+    raw: str
+    rules: list[str]
+    tokens: int = 0
+    scores: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0
+
+
+@dataclass
+class Reply:
+    text: str
+    candidates: list[Candidate] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    examples: list[dict] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    first_token_seconds: float | None = None
+    finish_reason: str = "stop"
+    fallback: bool = False
+
+    @property
+    def scores(self) -> dict[str, float]:
+        best = next((c for c in self.candidates if c.text == self.text), None)
+        return best.scores if best else {}
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"scores": self.scores}
+
+
+class Performer:
+    def __init__(self, pack: Pack, backend: Backend, perf: PerformerSettings | None = None,
+                 gen: GenerationSettings | None = None, index=AUTO, style=AUTO, user: str = "User"):
+        self.pack = pack
+        self.backend = backend
+        self.perf = perf or PerformerSettings()
+        self.gen = gen or GenerationSettings()
+        self.card = pack.card()
+        self.character = self.card["data"]["name"]
+        self.user = user
+        ext = self.card["data"].get("extensions", {}).get("rolecast", {})
+        self.fallback = ext.get("fallback") or DEFAULT_FALLBACK
+        self.typical_words = float(ext.get("stats", {}).get("words_per_line_median") or 12)
+        self.post = PostProcessor(self.character, pack.info.get("speakers", []), ext.get("aliases", []), user)
+        self.index = _optional(pack, "index", "rolecast.retrieval", "LineIndex") if index is AUTO else index
+        self.style = _optional(pack, "style", "rolecast.style", "StyleScorer") if style is AUTO else style
+
+    @classmethod
+    def load(cls, pack_path: str | Path, backend: BackendSettings | None = None, **kwargs) -> Performer:
+        """A Performer for the pack, on the backend the settings name (the pack's adapter when it has one)."""
+        pack = Pack.open(pack_path)
+        settings = backend or BackendSettings()
+        adapter = settings.adapter
+        if adapter is None and not settings.no_adapter and settings.backend == "llamacpp" and pack.has("adapter_gguf"):
+            adapter = str(pack.part("adapter_gguf"))
+        if adapter is None and not settings.no_adapter and settings.backend == "transformers" and pack.has("adapter"):
+            adapter = str(pack.part("adapter"))
+        return cls(pack, create(settings, adapter=adapter), **kwargs)
+
+    # -- the turn ------------------------------------------------------------------
+    def prompt(self, history: list[Message], message: str, perf: PerformerSettings | None = None,
+               gen: GenerationSettings | None = None) -> Prompt:
+        perf, gen = perf or self.perf, gen or self.gen
+        message, notices = self._check(message, perf)
+        examples = self.index.search(message, k=perf.examples) if self.index is not None and perf.examples else []
+        prompt = build_prompt(self.card, history, message, examples, self.backend, perf, gen, self.user)
+        prompt.notices[:0] = notices
+        return prompt
+
+    def reply(self, history: list[Message], message: str, gen: GenerationSettings | None = None,
+              perf: PerformerSettings | None = None) -> Reply:
+        """The best of ``perf.candidates`` cleaned candidates, with every candidate's scores."""
+        perf, gen = perf or self.perf, gen or self.gen
+        start = time.perf_counter()
+        prompt = self.prompt(history, message, perf, gen)
+        candidates: list[Candidate] = []
+        for attempt in range(perf.retries + 1):
+            settings = self._generation(gen, attempt)
+            completions = self.backend.complete(prompt.messages, settings, n=perf.candidates)
+            batch = [self._candidate(self.post(c.text), c.tokens) for c in completions]
+            candidates += batch
+            if any(c.text for c in batch):
+                break
+        self._score([c for c in candidates if c.text], message, history, perf)
+        usable = [c for c in candidates if c.text]
+        best = max(usable, key=lambda c: c.total) if usable else None
+        return Reply(
+            text=best.text if best else self.fallback,
+            candidates=candidates,
+            notices=prompt.notices,
+            examples=[asdict(ex) for ex in prompt.examples],
+            prompt_tokens=prompt.tokens,
+            completion_tokens=sum(c.tokens for c in candidates),
+            seconds=time.perf_counter() - start,
+            fallback=best is None,
+        )
+
+    def stream(self, history: list[Message], message: str, gen: GenerationSettings | None = None,
+               perf: PerformerSettings | None = None) -> ReplyStream:
+        """One candidate, cleaned as it streams. With ``candidates > 1`` the best is sent whole."""
+        return ReplyStream(self, history, message, gen or self.gen, perf or self.perf)
+
+    # -- pieces --------------------------------------------------------------------
+    def _check(self, message: str, perf: PerformerSettings) -> tuple[str, list[str]]:
+        if not isinstance(message, str) or not message.strip():
+            raise MessageError("the message is empty", "type something for the character to answer")
+        message = message.strip()
+        if len(message) > perf.max_message_chars:
+            cut = message[: perf.max_message_chars].rsplit(" ", 1)[0]
+            return cut, [f"your message was cut to its first {len(cut):,} characters (max_message_chars)"]
+        return message, []
+
+    def _generation(self, gen: GenerationSettings, attempt: int) -> GenerationSettings:
+        seed = gen.seed if attempt == 0 else (gen.seed or random.getrandbits(30)) + 1009 * attempt
+        return gen.model_copy(update={"stop": [*gen.stop, *self.post.stop_strings], "seed": seed})
+
+    @staticmethod
+    def _candidate(cleaned: Cleaned, tokens: int) -> Candidate:
+        return Candidate(cleaned.text, cleaned.raw, cleaned.rules, tokens)
+
+    def _score(self, candidates: list[Candidate], message: str, history: list[Message], perf: PerformerSettings) -> None:
+        if not candidates:
+            return
+        texts = [c.text for c in candidates]
+        style = self.style.score_many([message] * len(texts), texts) if self.style is not None else np.full(len(texts), 0.5)
+        relevance = self._relevance(message, texts) if len(texts) > 1 or perf.candidates > 1 else np.zeros(len(texts))
+        said = [m["content"] for m in history if m.get("role") == "assistant"]
+        for c, s, r in zip(candidates, style, relevance):
+            rep = repetition(c.text, said)
+            length = abs(math.log((len(c.text.split()) + 1) / (self.typical_words + 1)))
+            unfinished = 0.0 if ends_sentence(c.text) and not c.text.endswith("...") else 1.0
+            c.scores = {"style": round(float(s), 4), "relevance": round(float(r), 4), "repetition": round(rep, 4),
+                        "length": round(length, 4)}
+            c.total = round(perf.weight_style * float(s) + perf.weight_relevance * float(r)
+                            - perf.weight_repetition * rep - perf.weight_length * length - 0.25 * unfinished, 4)
+
+    def _relevance(self, message: str, texts: list[str]) -> np.ndarray:
+        model = getattr(self.index, "model", None)
+        if model is None:
+            return np.zeros(len(texts))
+        vectors = model.encode([message, *texts])
+        return vectors[1:] @ vectors[0]
+
+
+class ReplyStream:
+    """Iterate for the reply's pieces; ``reply`` holds the finished Reply; ``close()`` cancels."""
+
+    def __init__(self, performer: Performer, history: list[Message], message: str,
+                 gen: GenerationSettings, perf: PerformerSettings):
+        self.performer = performer
+        self.history, self.message, self.gen, self.perf = history, message, gen, perf
+        self.reply: Reply | None = None
+        self.prompt = performer.prompt(history, message, perf, gen)  # errors surface before streaming starts
+        self._source = None
+        self._closed = False
+
+    def __iter__(self) -> Iterator[str]:
+        if self.perf.candidates > 1:
+            self.reply = self.performer.reply(self.history, self.message, self.gen, self.perf)
+            yield self.reply.text
+            return
+        yield from self._stream_one()
+
+    def _stream_one(self) -> Iterator[str]:
+        p = self.performer
+        start = time.perf_counter()
+        first = None
+        cleaner = p.post.stream()
+        tokens = 0
+        self._source = p.backend.stream(self.prompt.messages, p._generation(self.gen, 0))
+        try:
+            for piece in self._source:
+                tokens += 1
+                out = cleaner.feed(piece)
+                if out:
+                    first = first if first is not None else time.perf_counter() - start
+                    yield out
+                if cleaner.stopped or self._closed:
+                    break
+        finally:
+            self._source.close()
+        tail = cleaner.finish() if not self._closed else ""
+        text = cleaner.text
+        fallback = not text
+        if fallback:  # nothing usable came out: fall back on a full resample, then the card's line
+            retry = p.reply(self.history, self.message, self.gen, self.perf.updated(candidates=1))
+            text, fallback, tail = retry.text, retry.fallback, retry.text
+        if tail:
+            yield tail
+        candidate = Candidate(text, cleaner.raw, [], tokens)
+        p._score([candidate], self.message, self.history, self.perf)
+        self.reply = Reply(text, [candidate], self.prompt.notices, [asdict(e) for e in self.prompt.examples],
+                           self.prompt.tokens, tokens, time.perf_counter() - start, first,
+                           "cancelled" if self._closed else "stop", fallback)
+
+    def close(self) -> None:
+        """Stop generating (a client went away) at the next token; the partial reply is kept.
+
+        Call it from any thread: the thread iterating the stream closes the backend's generator.
+        """
+        self._closed = True
+
+
+def repetition(text: str, said: list[str]) -> float:
+    """Share of the text's word trigrams already said by the character in this conversation."""
+    grams = _trigrams(text)
+    if not grams or not said:
+        return 0.0
+    before = set().union(*(_trigrams(s) for s in said))
+    return len(grams & before) / len(grams)
+
+
+def _trigrams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.casefold())
+    if len(words) < 3:
+        return {tuple(words)} if words else set()
+    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+
+
+def _optional(pack: Pack, part: str, module: str, cls: str):
+    """A pack part's loader result, or None (logged) when the part or its extra is missing."""
+    if not pack.has(part):
+        log.warning("%s has no %s; replies will be less in character (build it: rolecast %s %s)",
+                    pack.path, part, "index" if part == "index" else "style train", pack.path)
+        return None
+    try:
+        return getattr(__import__(module, fromlist=[cls]), cls).load(pack)
+    except (ImportError, PackError) as exc:
+        log.warning("could not load the %s of %s: %s", part, pack.path, exc)
+        return None

@@ -1,0 +1,90 @@
+"""``rolecast prepare``: script files → a character pack (see ``pack.py`` for the layout).
+
+    rolecast prepare ../shared/data/house-md/*.csv --character House --out packs/house
+
+The pack is built in a temporary folder beside ``--out`` and renamed into place at
+the end, so a failed run never leaves a half-written pack. With the ``chat`` extra
+installed, the retrieval index and the style classifier are built too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from . import __version__
+from .card import draft_card, save_card
+from .errors import MissingExtraError
+from .examples import SPLITS, assign_splits, build_examples, write_splits
+from .files import atomic_dir, write_json
+from .ingest import ingest
+from .pack import Pack, new_pack_info
+from .profile import write_profile
+from .settings import PrepareSettings
+from .speakers import find_character
+
+log = logging.getLogger(__name__)
+
+
+def prepare(paths: list[Path], settings: PrepareSettings, out: Path) -> str:
+    """Build the pack; return a short summary for the terminal."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 3)
+        clock = now
+
+    script, report = ingest(paths, settings)
+    lap("ingest")
+    character = find_character(settings.character, script.speakers())
+    counts: Counter = Counter()
+    examples = build_examples(script, character, settings, counts)
+    splits = assign_splits(examples, settings.split, settings.seed)
+    lap("examples")
+    card = draft_card(script, character, splits["train"] or examples, aliases=report.merged_speakers.get(character))
+    lap("card")
+    report_dict = report.as_dict() | {"examples": {name: len(rows) for name, rows in splits.items()}}
+    report_dict["counts"] |= dict(counts)
+    with atomic_dir(out) as tmp:
+        script.save(tmp / "script.jsonl")
+        write_splits(splits, tmp / "examples")
+        save_card(card, tmp / "card.json")
+        write_profile(script, character, card, report_dict, tmp)
+        lap("write")
+        write_json(tmp / "pack.json", new_pack_info(character, script.show))
+        _optional_parts(Pack.open(tmp), settings, lap)
+        write_json(tmp / "meta.json", {
+            "stage": "prepare",
+            "rolecast_version": __version__,
+            "settings": settings.model_dump(mode="json"),
+            "inputs": report_dict["files"],
+            "counts": report_dict["counts"],
+            "examples": report_dict["examples"],
+            "timings_s": timings,
+        })
+    sizes = " / ".join(f"{name} {len(splits[name]):,}" for name in SPLITS)
+    return (f"Wrote {out}: {character} ({script.show}), {len(examples):,} examples ({sizes}) "
+            f"from {len(script.lines):,} lines; profile: {out / 'profile.md'}")
+
+
+def _optional_parts(pack: Pack, settings: PrepareSettings, lap) -> None:
+    """Retrieval index and style classifier: built when the chat extra is installed."""
+    steps = []
+    if settings.index:
+        steps.append(("index", "rolecast.retrieval", "build_index"))
+    if settings.style:
+        steps.append(("style", "rolecast.style", "train_style"))
+    for name, module, func in steps:
+        try:
+            builder = getattr(__import__(module, fromlist=[func]), func)
+            builder(pack)
+        except (ImportError, MissingExtraError) as exc:
+            log.warning("skipped the %s (%s); install the chat extra and run: rolecast %s %s",
+                        name, exc, "index" if name == "index" else "style train", pack.path)
+            continue
+        lap(name)

@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import FakeBackend
+
+from rolecast.errors import MessageError
+from rolecast.pack import Pack, new_pack_info
+from rolecast.performer import Performer, repetition
+from rolecast.settings import GenerationSettings, PerformerSettings
+
+
+@pytest.fixture
+def pack(tmp_path):
+    card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
+        "name": "Maggie", "description": "Keeps the lighthouse.", "system_prompt": "You are {{char}}.",
+        "post_history_instructions": "", "extensions": {"rolecast": {"fallback": "Tide's turning."}}}}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    (tmp_path / "pack.json").write_text(json.dumps(new_pack_info("Maggie", "Harbor Lights") | {"speakers": ["Otto", "Priya"]}))
+    return Pack.open(tmp_path)
+
+
+class KeywordStyle:
+    """A stand-in style scorer: replies mentioning the sea sound like Maggie."""
+
+    def score_many(self, contexts, replies):
+        return np.array([0.9 if "sea" in r else 0.2 for r in replies])
+
+
+def test_reply_cleans_and_sends_stop_strings(pack):
+    backend = FakeBackend().queue("Maggie: Sit down.\nOtto: Why?")
+    performer = Performer(pack, backend, index=None, style=None)
+    reply = performer.reply([], "Evening.")
+    assert reply.text == "Sit down."
+    assert reply.candidates[0].rules == ["strip_name", "cut_speaker"]
+    sent = backend.calls[0]
+    assert sent["messages"][0] == {"role": "system", "content": "You are Maggie.\n\nKeeps the lighthouse."}
+    assert sent["messages"][-1] == {"role": "user", "content": "Evening."}
+    assert "\nOtto:" in sent["settings"].stop and "\nUser:" in sent["settings"].stop
+
+
+def test_rerank_picks_best_scored_candidate(pack):
+    backend = FakeBackend().queue("I like cake.", "The sea is calm tonight.", "Otto: hi", "I like cake.")
+    performer = Performer(pack, backend, perf=PerformerSettings(candidates=4), index=None, style=KeywordStyle())
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "I like cake."}]
+    reply = performer.reply(history, "How is the weather?")
+    assert reply.text == "The sea is calm tonight."
+    assert backend.calls[0]["n"] == 4, "candidates come from one call"
+    scored = {c.text: c for c in reply.candidates}
+    assert scored["I like cake."].scores["repetition"] == 1.0
+    assert scored["The sea is calm tonight."].total > scored["I like cake."].total
+    assert "" in scored, "the impersonating candidate is cleaned to nothing and never chosen"
+
+
+def test_empty_candidates_are_resampled_then_fallback(pack):
+    backend = FakeBackend().queue("Otto: hi", "(sighs)", "Finally, words.")
+    reply = Performer(pack, backend, perf=PerformerSettings(retries=2), index=None, style=None).reply([], "Hi")
+    assert reply.text == "Finally, words." and not reply.fallback
+    seeds = [call["settings"].seed for call in backend.calls]
+    assert len(seeds) == 3 and len(set(seeds)) == 3, f"each retry samples with a new seed: {seeds}"
+    backend = FakeBackend().queue("Otto: hi", "User: x", "(nothing)")
+    reply = Performer(pack, backend, perf=PerformerSettings(retries=2), index=None, style=None).reply([], "Hi")
+    assert (reply.text, reply.fallback) == ("Tide's turning.", True)
+
+
+def test_stream_yields_clean_pieces_and_a_reply(pack):
+    backend = FakeBackend().queue("Maggie: Sit down before you fall down. Otto: Rude.")
+    stream = Performer(pack, backend, index=None, style=None).stream([], "Evening.")
+    pieces = list(stream)
+    assert "".join(pieces) == "Sit down before you fall down."
+    assert pieces[0] == "Sit", pieces
+    assert stream.reply.text == "Sit down before you fall down."
+    assert stream.reply.first_token_seconds is not None
+
+
+def test_stream_with_candidates_sends_the_best_whole(pack):
+    backend = FakeBackend().queue("No.", "The sea says no.")
+    performer = Performer(pack, backend, perf=PerformerSettings(candidates=2), index=None, style=KeywordStyle())
+    assert list(performer.stream([], "Well?")) == ["The sea says no."]
+
+
+def test_empty_and_huge_messages(pack):
+    performer = Performer(pack, FakeBackend(), index=None, style=None)
+    with pytest.raises(MessageError, match="empty"):
+        performer.reply([], "   ")
+    reply = performer.reply([], "word " * 5000, perf=PerformerSettings(max_message_chars=100))
+    assert reply.notices and "cut to its first" in reply.notices[0]
+
+
+def test_generation_settings_reach_the_backend(pack):
+    backend = FakeBackend()
+    Performer(pack, backend, index=None, style=None).reply([], "Hi", gen=GenerationSettings(temperature=0.1, seed=5))
+    assert (backend.calls[0]["settings"].temperature, backend.calls[0]["settings"].seed) == (0.1, 5)
+
+
+def test_repetition():
+    assert repetition("the tide came in", ["the tide came in again"]) == 1.0
+    assert repetition("something else entirely", ["the tide came in"]) == 0.0
+    assert repetition("anything", []) == 0.0
