@@ -17,12 +17,13 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import RolecastError
+from .errors import RolecastError, SettingsError
 from .settings import (
     BackendSettings,
     GenerationSettings,
     PerformerSettings,
     PrepareSettings,
+    ServeSettings,
     click_options,
     load_config,
     resolve,
@@ -102,13 +103,10 @@ def chat_options(func):
     return func
 
 
-def split_options(options: dict, ctx: click.Context):
-    """The three settings groups of a talking command, resolved with config and environment."""
+def split_options(options: dict, ctx: click.Context, classes=(BackendSettings, PerformerSettings, GenerationSettings)):
+    """One resolved settings object per class, each from its own options, the config file and the environment."""
     conf = config(ctx)
-    groups = []
-    for cls in (BackendSettings, PerformerSettings, GenerationSettings):
-        groups.append(resolve(cls, {k: options.pop(k) for k in list(options) if k in cls.model_fields}, conf))
-    return groups
+    return [resolve(cls, {k: options.pop(k) for k in list(options) if k in cls.model_fields}, conf) for cls in classes]
 
 
 def load_performer(pack: Path, options: dict, ctx: click.Context):
@@ -177,6 +175,35 @@ def style_train(pack: Path, method: str, max_minutes: float) -> None:
     report = train_style(Pack.open(pack), method=method, max_minutes=max_minutes)
     click.echo(f"Style classifier ({report['method']}): ROC-AUC {report['roc_auc']:.3f}, "
                f"accuracy {report['accuracy']:.3f} on held-out episodes; report in {pack / 'style' / 'report.json'}")
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@cli.command()
+@click.argument("packs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click_options(ServeSettings)
+@chat_options
+@click.pass_context
+def serve(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
+    """Serve PACKS: OpenAI-compatible API and web chat (http://127.0.0.1:8000 by default)."""
+    settings, backend, perf, gen = split_options(
+        options, ctx, (ServeSettings, BackendSettings, PerformerSettings, GenerationSettings))
+    if settings.host not in LOOPBACK and not settings.api_keys:
+        raise SettingsError(f"refusing to serve on {settings.host} without an API key: anyone on the network could use it",
+                            "pass --api-key KEY (or set ROLECAST_API_KEYS), or bind --host 127.0.0.1")
+    import uvicorn
+
+    from .server import create_app
+    from .service import ChatService
+
+    service = ChatService.open(list(packs), settings, backend, perf, gen)
+    app = create_app(settings, service)
+    log.info("serving %s on http://%s:%d", ", ".join(sorted(service.characters)), settings.host, settings.port)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        service.close()
 
 
 def main(argv: list[str] | None = None) -> int:

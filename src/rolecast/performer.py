@@ -95,12 +95,7 @@ class Performer:
         """A Performer for the pack, on the backend the settings name (the pack's adapter when it has one)."""
         pack = Pack.open(pack_path)
         settings = backend or BackendSettings()
-        adapter = settings.adapter
-        if adapter is None and not settings.no_adapter and settings.backend == "llamacpp" and pack.has("adapter_gguf"):
-            adapter = str(pack.part("adapter_gguf"))
-        if adapter is None and not settings.no_adapter and settings.backend == "transformers" and pack.has("adapter"):
-            adapter = str(pack.part("adapter"))
-        return cls(pack, create(settings, adapter=adapter), **kwargs)
+        return cls(pack, create(settings, adapter=pack_adapter(pack, settings)), **kwargs)
 
     # -- the turn ------------------------------------------------------------------
     def prompt(self, history: list[Message], message: str, perf: PerformerSettings | None = None,
@@ -244,6 +239,18 @@ class ReplyStream:
         Call it from any thread: the thread iterating the stream closes the backend's generator.
         """
         self._closed = True
+
+
+#: The pack part holding each backend's form of the LoRA adapter.
+ADAPTER_PARTS = {"llamacpp": "adapter_gguf", "transformers": "adapter"}
+
+
+def pack_adapter(pack: Pack, settings: BackendSettings) -> str | None:
+    """The adapter to load: the one named in the settings, else the pack's own for this backend."""
+    if settings.adapter or settings.no_adapter:
+        return settings.adapter
+    part = ADAPTER_PARTS.get(settings.backend)
+    return str(pack.part(part)) if part and pack.has(part) else None
 
 
 def repetition(text: str, said: list[str]) -> float:

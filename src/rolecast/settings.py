@@ -110,11 +110,37 @@ class BackendSettings(Settings):
     model: str | None = Field(None, description="Model: a .gguf (llamacpp), an HF id or folder (transformers), a model name (openai). Default: the bundled SmolLM2-135M-Instruct.")
     adapter: str | None = Field(None, description="LoRA adapter: a GGUF LoRA (llamacpp) or PEFT folder (transformers). Default: the pack's own, when it has one.")
     base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (openai backend).")
-    api_key: str | None = Field(None, description="API key for the OpenAI-compatible server (openai backend).", repr=False)
+    backend_key: str | None = Field(None, description="API key of the OpenAI-compatible server (openai backend).", repr=False)
     n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads (llamacpp); default: all cores.")
     device: str = Field("auto", description="Device for transformers: auto, cpu or cuda.")
     no_adapter: bool = Field(False, description="Ignore the pack's LoRA adapter even when it has one.")
+
+
+class ServeSettings(Settings):
+    """The HTTP server: API, web chat, limits."""
+
+    section: ClassVar[str] = "serve"
+
+    host: str = Field("127.0.0.1", description="Address to bind. Anything but loopback needs an API key.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
+    api_keys: list[str] = Field(default_factory=list, description="API key clients must send as 'Authorization: Bearer KEY' (repeatable; env ROLECAST_API_KEYS, comma-separated).", repr=False, json_schema_extra={"cli": "--api-key"})
+    db: str = Field("rolecast.db", description="SQLite file for conversations.")
+    workers: int = Field(1, ge=1, le=64, description="Generations run at once per model (llama.cpp: 1 per loaded model).")
+    max_queue: int = Field(32, ge=0, le=10_000, description="Requests waiting per model before new ones get 429.")
+    max_body_kb: int = Field(512, ge=1, le=100_000, description="Largest request body, in KiB (413 above).")
+    rate_limit: int = Field(120, ge=0, le=1_000_000, description="Requests per minute per API key (0: no limit).")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (repeatable); none: CORS off.", json_schema_extra={"cli": "--cors-origin"})
+    web: bool = Field(True, description="Serve the web chat at /.")
+
+
+class TelegramSettings(Settings):
+    section: ClassVar[str] = "telegram"
+
+    token: str | None = Field(None, description="Bot token from @BotFather (env ROLECAST_TOKEN).", repr=False)
+    api_url: str | None = Field(None, description="A custom Bot API server, e.g. http://127.0.0.1:8081 (default: Telegram's).")
+    edit_interval: float = Field(1.2, ge=0.1, le=60.0, description="Least seconds between edits of a streamed reply.")
+    db: str = Field("rolecast.db", description="SQLite file for per-chat histories.")
 
 
 # ----------------------------------------------------------------------------- resolving
@@ -245,7 +271,7 @@ def click_options(cls: type[Settings], exclude: tuple[str, ...] = ()):
 
 
 def _option_decls(name: str, field) -> list[str]:
-    flag = "--" + name.replace("_", "-")
+    flag = (field.json_schema_extra or {}).get("cli") or "--" + name.replace("_", "-")
     if _unwrap_optional(field.annotation) is bool:
         return [f"{flag}/--no-{name.replace('_', '-')}", name]
     return [flag, name]

@@ -55,7 +55,7 @@ class Backend(ABC):
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:
         """The assistant's next turn, piece by piece; closing the iterator stops generation."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends free nothing
         """Free the model. Safe to call twice."""
 
     def __enter__(self):

@@ -1,0 +1,197 @@
+import json
+
+import pytest
+from conftest import FakeBackend
+from fastapi.testclient import TestClient
+
+from rolecast.pack import new_pack_info
+from rolecast.server import create_app
+from rolecast.service import ChatService
+from rolecast.settings import BackendSettings, ServeSettings
+
+
+def make_pack(folder, character, speakers=()):
+    folder.mkdir(parents=True)
+    card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
+        "name": character, "description": "", "system_prompt": "You are {{char}}.", "first_mes": "Evening.",
+        "post_history_instructions": "", "extensions": {"rolecast": {"fallback": "Hm."}}}}
+    (folder / "card.json").write_text(json.dumps(card))
+    (folder / "pack.json").write_text(json.dumps(new_pack_info(character, "Harbor Lights") | {"speakers": list(speakers)}))
+    return folder
+
+
+@pytest.fixture
+def backend():
+    return FakeBackend()
+
+
+@pytest.fixture
+def build(tmp_path, backend):
+    packs = [make_pack(tmp_path / "maggie", "Maggie", ["Otto"]), make_pack(tmp_path / "otto", "Otto", ["Maggie"])]
+
+    def _build(**settings):
+        serve = ServeSettings(db=str(tmp_path / "chat.db"), web=False, **settings)
+        service = ChatService.open(packs, serve, BackendSettings(backend="fake"), make_backend=lambda s, a: backend)
+        return TestClient(create_app(serve, service))
+
+    return _build
+
+
+@pytest.fixture
+def client(build):
+    return build()
+
+
+def ask(client, content="Hi", **extra):
+    return client.post("/v1/chat/completions", json={"model": "maggie", "messages": [{"role": "user", "content": content}],
+                                                      **extra})
+
+
+def test_models_and_health(client):
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["maggie", "otto"]
+    assert client.get("/healthz").json() == {"status": "ok", "models": ["maggie", "otto"]}
+
+
+def test_completion_in_openai_shape(client, backend):
+    backend.queue("Maggie: Sit down.\nOtto: No.")
+    body = ask(client).json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Sit down."}, "finish_reason": "stop"}]
+    assert body["usage"]["completion_tokens"] > 0
+    assert backend.calls[-1]["messages"][-1] == {"role": "user", "content": "Hi"}
+
+
+def test_history_from_request_and_system_ignored(client, backend):
+    msgs = [{"role": "system", "content": "be a pirate"}, {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"}, {"role": "user", "content": [{"type": "text", "text": "c"}]}]
+    client.post("/v1/chat/completions", json={"model": "maggie", "messages": msgs})
+    sent = backend.calls[-1]["messages"]
+    assert sent[0]["content"] == "You are Maggie." and "pirate" not in json.dumps(sent)
+    assert sent[1:] == [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+
+
+def test_streaming_sse_ends_with_done(client, backend):
+    backend.queue("Sit down before you fall down.")
+    with client.stream("POST", "/v1/chat/completions", json={"model": "maggie", "stream": True,
+                                                              "messages": [{"role": "user", "content": "Hi"}]}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == "Sit down before you fall down."
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_n_choices(client, backend):
+    backend.queue("One.", "Two.", "Three.")
+    body = ask(client, n=3).json()
+    assert sorted(c["message"]["content"] for c in body["choices"]) == ["One.", "Three.", "Two."]
+    assert backend.calls[-1]["n"] == 3
+
+
+def test_settings_pass_through_and_bad_values(client, backend):
+    ask(client, temperature=0.2, max_tokens=12, stop="X", top_k=3)
+    gen = backend.calls[-1]["settings"]
+    assert (gen.temperature, gen.max_tokens, gen.top_k) == (0.2, 12, 3) and "X" in gen.stop
+    r = ask(client, temperature=7)
+    assert r.status_code == 422 and "temperature" in r.json()["error"]["message"]
+    r = ask(client, temperature="hot")
+    assert r.status_code == 422 and r.json()["error"]["param"] == "temperature"
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "fragment"),
+    [
+        ({"model": "nobody", "messages": [{"role": "user", "content": "x"}]}, 404, "served here: maggie, otto"),
+        ({"model": "maggie", "messages": []}, 400, "last message must be the user's"),
+        ({"model": "maggie", "messages": [{"role": "assistant", "content": "x"}]}, 400, "last message"),
+        ({"model": "maggie", "messages": [{"role": "user", "content": "   "}]}, 400, "not empty"),
+        ({"model": "maggie", "messages": [{"role": "robot", "content": "x"}]}, 422, "messages.0.role"),
+        ({"model": "maggie", "messages": "hello"}, 422, "messages"),
+        ({"messages": [{"role": "user", "content": "x"}]}, 422, "model"),
+        ({"model": "maggie", "messages": [{"role": "user", "content": "x"}], "rolecast": {"bogus": 1}}, 422, "bogus"),
+    ],
+)
+def test_errors_in_openai_shape(client, payload, status, fragment):
+    r = client.post("/v1/chat/completions", json=payload)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert fragment in error["message"] or fragment == error["param"], error
+
+
+def test_malformed_json_and_big_body(build):
+    client = build(max_body_kb=1)
+    r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = ask(client, "x" * 5000)
+    assert r.status_code == 413 and "KiB" in r.json()["error"]["message"]
+
+
+def test_api_keys(build):
+    client = build(api_keys=["s3cret"])
+    assert client.get("/v1/models").status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": "Bearer nope"}).json()["error"]["type"] == "authentication_error"
+    assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/healthz").status_code == 200, "health checks need no key"
+
+
+def test_rate_limit(build):
+    client = build(api_keys=["k"], rate_limit=2)
+    h = {"Authorization": "Bearer k"}
+    codes = [client.get("/v1/models", headers=h).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    r = client.get("/v1/models", headers=h)
+    assert int(r.headers["retry-after"]) >= 1 and r.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_conversations_crud_and_turns_saved(client, backend):
+    conv = client.post("/v1/conversations", json={"model": "maggie", "title": "t"}).json()
+    assert conv["object"] == "conversation" and conv["model"] == "maggie"
+    backend.queue("Evening, sailor.", "Storm's coming.")
+    extra = {"rolecast": {"conversation_id": conv["id"]}}
+    assert ask(client, "Hi", **extra).json()["rolecast"]["conversation_id"] == conv["id"]
+    ask(client, "Weather?", **extra)
+    sent = backend.calls[-1]["messages"]
+    assert sent[-3:] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Evening, sailor."},
+                         {"role": "user", "content": "Weather?"}], "history comes from the server"
+    stored = client.get(f"/v1/conversations/{conv['id']}").json()["messages"]
+    assert [(m["role"], m["content"]) for m in stored] == [("user", "Hi"), ("assistant", "Evening, sailor."),
+                                                            ("user", "Weather?"), ("assistant", "Storm's coming.")]
+    backend.queue("Fog tonight.")
+    ask(client, "", rolecast={"conversation_id": conv["id"], "regenerate": True})
+    stored = client.get(f"/v1/conversations/{conv['id']}").json()["messages"]
+    assert [m["content"] for m in stored][-2:] == ["Weather?", "Fog tonight."]
+    assert [c["id"] for c in client.get("/v1/conversations").json()["data"]] == [conv["id"]]
+    r = client.post("/v1/chat/completions", json={"model": "otto", "messages": [{"role": "user", "content": "x"}], **extra})
+    assert r.status_code == 400 and "is with 'maggie'" in r.json()["error"]["message"]
+    assert client.delete(f"/v1/conversations/{conv['id']}").json()["deleted"] is True
+    assert client.get(f"/v1/conversations/{conv['id']}").status_code == 404
+
+
+def test_conversations_are_private_to_a_key(build):
+    client = build(api_keys=["a", "b"])
+    conv = client.post("/v1/conversations", json={"model": "maggie"}, headers={"Authorization": "Bearer a"}).json()
+    r = client.get(f"/v1/conversations/{conv['id']}", headers={"Authorization": "Bearer b"})
+    assert r.status_code == 404
+
+
+def test_queue_full_gives_429(build, backend):
+    client = build(max_queue=0)
+    service = client.app.state.service
+    pool = service.characters["maggie"].pool
+    pool.pending = pool.limit  # as if every slot were busy
+    r = ask(client)
+    assert r.status_code == 429 and "retry-after" in r.headers
+    pool.pending = 0
+
+
+def test_metrics(client, backend):
+    backend.queue("Sit down.")
+    ask(client)
+    text = client.get("/metrics").text
+    assert 'rolecast_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
+    assert 'rolecast_completion_tokens_total{model="maggie"}' in text
+    assert 'rolecast_queue_depth{pool="default"} 0.0' in text
