@@ -47,6 +47,7 @@ def prepare(paths: list[Path], settings: PrepareSettings, out: Path) -> str:
     splits = assign_splits(examples, settings.split, settings.seed)
     lap("examples")
     card = draft_card(script, character, splits["train"] or examples, aliases=report.merged_speakers.get(character))
+    card["data"]["extensions"]["rolecast"]["fallback"] = fallback_line(script, character)
     lap("card")
     report_dict = report.as_dict() | {"examples": {name: len(rows) for name, rows in splits.items()}}
     report_dict["counts"] |= dict(counts)
@@ -56,8 +57,8 @@ def prepare(paths: list[Path], settings: PrepareSettings, out: Path) -> str:
         save_card(card, tmp / "card.json")
         write_profile(script, character, card, report_dict, tmp)
         lap("write")
-        write_json(tmp / "pack.json", new_pack_info(character, script.show))
-        _optional_parts(Pack.open(tmp), settings, lap)
+        write_json(tmp / "pack.json", new_pack_info(character, script.show, speakers=speaker_names(script)))
+        _optional_parts(Pack.open(tmp), out, settings, lap)
         write_json(tmp / "meta.json", {
             "stage": "prepare",
             "rolecast_version": __version__,
@@ -72,7 +73,22 @@ def prepare(paths: list[Path], settings: PrepareSettings, out: Path) -> str:
             f"from {len(script.lines):,} lines; profile: {out / 'profile.md'}")
 
 
-def _optional_parts(pack: Pack, settings: PrepareSettings, lap) -> None:
+def speaker_names(script, limit: int = 300) -> list[str]:
+    """Names the post-processor cuts at: the main speakers, and their first names when unambiguous."""
+    main = [name for name, n in script.speakers().most_common(limit) if n >= 2]
+    firsts = Counter(name.split()[0] for name in main if " " in name)
+    extra = [first for first, n in firsts.items() if n == 1 and len(first) >= 3 and first.isalpha() and first not in main]
+    return main + extra
+
+
+def fallback_line(script, character: str) -> str:
+    """The character's commonest short line: said when every candidate reply came out empty."""
+    short = Counter(line.text for line in script.lines if line.speaker == character
+                    and 1 <= len(line.text.split()) <= 4 and line.text[-1] in ".?!")
+    return short.most_common(1)[0][0] if short else "Hm."
+
+
+def _optional_parts(pack: Pack, out: Path, settings: PrepareSettings, lap) -> None:
     """Retrieval index and style classifier: built when the chat extra is installed."""
     steps = []
     if settings.index:
@@ -85,6 +101,6 @@ def _optional_parts(pack: Pack, settings: PrepareSettings, lap) -> None:
             builder(pack)
         except (ImportError, MissingExtraError) as exc:
             log.warning("skipped the %s (%s); install the chat extra and run: rolecast %s %s",
-                        name, exc, "index" if name == "index" else "style train", pack.path)
+                        name, exc, "index" if name == "index" else "style train", out)
             continue
         lap(name)

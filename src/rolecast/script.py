@@ -15,7 +15,7 @@ import itertools
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PackError
@@ -43,7 +43,8 @@ class Line:
         return self.speaker not in NON_CHARACTERS
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        # Not dataclasses.asdict: it deep-copies, and a House script has 75k lines.
+        return json.dumps({name: getattr(self, name) for name in self.__slots__}, ensure_ascii=False)
 
 
 @dataclass

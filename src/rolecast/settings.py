@@ -54,7 +54,7 @@ class PrepareSettings(Settings):
     season_col: str | None = Field(None, description="Column holding the season number.")
     alias: list[str] = Field(default_factory=list, description="Speaker alias, 'Greg=House' (repeatable): the left name is counted as the right one.")
     context_turns: int = Field(10, ge=0, le=64, description="Preceding lines of the same scene given as context for each reply.")
-    min_words: int = Field(2, ge=1, le=1000, description="Drop replies shorter than this many words.")
+    min_words: int = Field(1, ge=1, le=1000, description="Drop replies shorter than this many words.")
     max_words: int = Field(120, ge=1, le=5000, description="Drop replies longer than this many words.")
     max_context_chars: int = Field(2000, ge=0, le=100_000, description="Trim the oldest context turns beyond this many characters.")
     split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train/validation/test fractions, split by episode.")
@@ -141,6 +141,36 @@ class TelegramSettings(Settings):
     api_url: str | None = Field(None, description="A custom Bot API server, e.g. http://127.0.0.1:8081 (default: Telegram's).")
     edit_interval: float = Field(1.2, ge=0.1, le=60.0, description="Least seconds between edits of a streamed reply.")
     db: str = Field("rolecast.db", description="SQLite file for per-chat histories.")
+
+
+class TrainSettings(Settings):
+    """LoRA fine-tuning of the base model on a pack's examples (``rolecast train``)."""
+
+    section: ClassVar[str] = "train"
+
+    base: str | None = Field(None, description="Base model: an HF id (local cache only), a folder or a .gguf (dequantized); default: the bundled SmolLM2-135M-Instruct GGUF.")
+    epochs: float = Field(1.0, gt=0.0, le=100.0, description="Passes over the training examples (unless --max-steps ends it first).")
+    max_steps: int = Field(0, ge=0, le=10_000_000, description="Stop after this many optimizer steps, saving the adapter (0: no limit).")
+    max_minutes: float = Field(0.0, ge=0.0, le=100_000.0, description="Stop after this many minutes of training, saving the adapter (0: no limit).")
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0, description="Peak learning rate of the LoRA weights (cosine decay after a short warmup).")
+    batch_size: int = Field(8, ge=1, le=1024, description="Examples per forward pass (packing: about as many tokens, in rows of --max-length).")
+    grad_accum: int = Field(1, ge=1, le=1024, description="Forward passes accumulated per optimizer step.")
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: float = Field(32.0, gt=0.0, le=4096.0, description="LoRA alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], description="Linear layers that get a LoRA (repeatable); default: the attention and MLP projections.")
+    max_length: int = Field(512, ge=32, le=131_072, description="Most tokens per example; the oldest context is cut to fit, never the reply.")
+    max_context_turns: int = Field(4, ge=0, le=64, description="Most context turns kept before each reply (fewer is faster on a CPU).")
+    max_eval_examples: int = Field(256, ge=0, le=1_000_000, description="Validation examples used for the eval loss (a fixed sample; 0: no evaluation).")
+    eval_steps: int = Field(50, ge=1, le=1_000_000, description="Evaluate the validation loss every this many steps.")
+    early_stopping_patience: int = Field(3, ge=0, le=1000, description="Stop after this many evaluations without a better validation loss, keeping the best (0: off).")
+    save_steps: int = Field(50, ge=1, le=1_000_000, description="Save a resumable checkpoint every this many steps (a multiple of --eval-steps with early stopping).")
+    save_total_limit: int = Field(2, ge=1, le=100, description="Checkpoints kept in PACK/train/checkpoints (the best one is always kept).")
+    seed: int = Field(13, description="Seed for the LoRA initialisation, shuffling and dropout.")
+    qlora: bool = Field(False, description="Load the base in 4 bits (bitsandbytes; needs a CUDA GPU and an HF base).")
+    strategy: Literal["padding_free", "packing", "group_by_length", "padded"] = Field("padding_free", description="How examples are batched: padding_free (one row, no padding), packing (TRL best-fit packing), group_by_length (padded, similar lengths together), padded (random batches padded to the longest).")
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description="Recompute activations in the backward pass to save memory; auto: on with CUDA, off on the CPU (faster).")
+    resume: bool = Field(False, description="Continue the last run from its latest checkpoint in PACK/train/checkpoints.")
 
 
 # ----------------------------------------------------------------------------- resolving
