@@ -68,3 +68,26 @@ def needs_shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present (the real corpora are only on the developers' machines)")
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_pack(tmp_path_factory) -> Path:
+    """The sample character's pack, with its retrieval index and style classifier (built once)."""
+    from rolecast.prepare import prepare
+    from rolecast.settings import PrepareSettings
+
+    out = tmp_path_factory.mktemp("packs") / "maggie"
+    prepare([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", show="Harbor Lights"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def house_pack(tmp_path_factory) -> Path:
+    """House from ../shared/data (skipped where absent), with index and style classifier."""
+    from rolecast.prepare import prepare
+    from rolecast.settings import PrepareSettings
+
+    files = sorted(needs_shared_data("house-md").glob("season*.csv"))
+    out = tmp_path_factory.mktemp("packs") / "house"
+    prepare(files, PrepareSettings(character="House"), out)
+    return out

@@ -1,12 +1,12 @@
 import json
 
 import pytest
-from conftest import FakeBackend
-from test_performer import pack  # noqa: F401  (fixture)
 
+from conftest import FakeBackend
 from rolecast.chat import ChatSession, run_terminal
 from rolecast.errors import SettingsError
 from rolecast.performer import Performer
+from test_performer import pack  # noqa: F401  (fixture)
 
 
 @pytest.fixture

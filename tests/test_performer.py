@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FakeBackend
 
+from conftest import FakeBackend
 from rolecast.errors import MessageError
 from rolecast.pack import Pack, new_pack_info
 from rolecast.performer import Performer, repetition
@@ -97,3 +97,38 @@ def test_repetition():
     assert repetition("the tide came in", ["the tide came in again"]) == 1.0
     assert repetition("something else entirely", ["the tide came in"]) == 0.0
     assert repetition("anything", []) == 0.0
+
+
+# -- the real default model (SmolLM2-135M through llama.cpp) -----------------------------------------
+
+def check_probes(pack_path):
+    from rolecast.postprocess import ends_sentence
+    from rolecast.probes import probes
+
+    performer = Performer.load(pack_path)
+    partner = performer.card["data"]["extensions"]["rolecast"]["stats"]["partners"][0]["name"]
+    speakers = [s for s in performer.pack.info["speakers"] if s != performer.character]
+    failures = []
+    for i, message in enumerate(probes(partner)):
+        reply = performer.reply([], message, gen=performer.gen.updated(seed=i))
+        text = reply.text
+        if not text.strip():
+            failures.append((message[:40], "empty", text))
+        elif not ends_sentence(text):
+            failures.append((message[:40], "unfinished", text))
+        elif performer.post._cut_point(text) is not None or any(f"{s}:" in text for s in speakers):
+            failures.append((message[:40], "another speaker's line", text))
+    return failures, len(probes(partner))
+
+
+@pytest.mark.slow
+def test_probes_on_the_sample_pack(sample_pack):
+    failures, n = check_probes(sample_pack)
+    assert n >= 40
+    assert failures == [], failures
+
+
+@pytest.mark.slow
+def test_probes_on_house(house_pack):
+    failures, n = check_probes(house_pack)
+    assert failures == [], failures

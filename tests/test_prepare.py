@@ -2,8 +2,8 @@ import json
 import re
 
 import pytest
-from conftest import SAMPLE_SCRIPT, needs_shared_data
 
+from conftest import SAMPLE_SCRIPT, needs_shared_data
 from rolecast.cli import main
 from rolecast.errors import UnknownCharacterError
 from rolecast.examples import read_examples

@@ -1,11 +1,10 @@
 import pytest
 
+from conftest import FakeBackend
 from rolecast.errors import MessageError
 from rolecast.prompt import build_prompt, system_prompt
 from rolecast.retrieval import Exchange
 from rolecast.settings import BackendSettings, GenerationSettings, PerformerSettings
-
-from conftest import FakeBackend
 
 CARD = {"spec": "chara_card_v2", "data": {
     "name": "Maggie", "description": "{{char}} keeps the lighthouse.", "personality": "dry, blunt",

@@ -1,9 +1,9 @@
 import json
 
 import pytest
-from conftest import FakeBackend
 from fastapi.testclient import TestClient
 
+from conftest import FakeBackend
 from rolecast.pack import new_pack_info
 from rolecast.server import create_app
 from rolecast.service import ChatService

@@ -24,6 +24,7 @@ from .settings import (
     PerformerSettings,
     PrepareSettings,
     ServeSettings,
+    TelegramSettings,
     click_options,
     load_config,
     resolve,
@@ -202,6 +203,32 @@ def serve(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
     log.info("serving %s on http://%s:%d", ", ".join(sorted(service.characters)), settings.host, settings.port)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        service.close()
+
+
+@cli.command()
+@click.argument("packs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click_options(TelegramSettings)
+@chat_options
+@click.pass_context
+def telegram(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
+    """Serve PACKS as a Telegram bot (long polling); the first pack is the default character."""
+    settings, backend, perf, gen = split_options(
+        options, ctx, (TelegramSettings, BackendSettings, PerformerSettings, GenerationSettings))
+    import asyncio
+
+    from .errors import require
+
+    require("aiogram", "serve")
+    from .service import ChatService
+    from .telegram import require_token, run_bot
+
+    require_token(settings)  # before loading any model
+    limits = resolve(ServeSettings, {"db": settings.db}, config(ctx))  # workers, queue: as for `serve`
+    service = ChatService.open(list(packs), limits, backend, perf, gen)
+    try:
+        asyncio.run(run_bot(service, settings))
     finally:
         service.close()
 

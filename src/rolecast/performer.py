@@ -101,7 +101,7 @@ class Performer:
     def prompt(self, history: list[Message], message: str, perf: PerformerSettings | None = None,
                gen: GenerationSettings | None = None) -> Prompt:
         perf, gen = perf or self.perf, gen or self.gen
-        message, notices = self._check(message, perf)
+        message, notices = self.check_message(message, perf)
         examples = self.index.search(message, k=perf.examples) if self.index is not None and perf.examples else []
         prompt = build_prompt(self.card, history, message, examples, self.backend, perf, gen, self.user)
         prompt.notices[:0] = notices
@@ -141,7 +141,9 @@ class Performer:
         return ReplyStream(self, history, message, gen or self.gen, perf or self.perf)
 
     # -- pieces --------------------------------------------------------------------
-    def _check(self, message: str, perf: PerformerSettings) -> tuple[str, list[str]]:
+    def check_message(self, message: str, perf: PerformerSettings | None = None) -> tuple[str, list[str]]:
+        """The message to answer (trimmed to max_message_chars, with a notice), or MessageError when empty."""
+        perf = perf or self.perf
         if not isinstance(message, str) or not message.strip():
             raise MessageError("the message is empty", "type something for the character to answer")
         message = message.strip()

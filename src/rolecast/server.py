@@ -119,7 +119,7 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
     if settings.web:
         from .webchat import mount
 
-        mount(app, service)
+        mount(app, service, settings.api_keys)
     return app
 
 

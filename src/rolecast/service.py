@@ -215,6 +215,8 @@ class ChatService:
                 history = history[:-1]
                 on_start = None
             else:
+                self.character(conv["character"]).performer.check_message(message)  # an empty one saves nothing
+
                 def on_start() -> None:  # once a slot is granted: a refused request saves nothing
                     self.store.add_message(conversation_id, "user", message)
             async for item in self.stream(conv["character"], history, message, gen, perf, on_start):
