@@ -46,6 +46,12 @@ class FakeBackend(Backend):
         self.calls.append({"method": "complete", "messages": messages, "settings": settings, "n": n})
         return [Completion(text, len(text.split())) for text in (self._next() for _ in range(n))]
 
+    def score_reply(self, messages: list[Message], reply: str) -> tuple[float, int]:
+        # One nat per word, fewer when the word was said in the prompt: enough to rank prompts.
+        seen = {w for m in messages for w in m["content"].lower().split()}
+        words = reply.lower().split()
+        return -sum(0.5 if w in seen else 1.0 for w in words), len(words)
+
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:
         self.calls.append({"method": "stream", "messages": messages, "settings": settings, "n": 1})
         text = self._next()

@@ -117,6 +117,19 @@ class BackendSettings(Settings):
     no_adapter: bool = Field(False, description="Ignore the pack's LoRA adapter even when it has one.")
 
 
+class EvalSettings(Settings):
+    """What ``rolecast eval`` measures, and on how much."""
+
+    section: ClassVar[str] = "eval"
+
+    variants: list[str] = Field(["base", "prompt", "retrieval", "lora", "lora+rerank"], description="Variants to compare (comma-separated): base, prompt, retrieval, rerank, lora, lora+rerank.", json_schema_extra={"comma": True})
+    limit: int = Field(200, ge=1, le=100_000, description="Test examples per variant.")
+    seed: int = Field(13, description="Seed for the sample of examples and for sampling replies.")
+    bootstrap: int = Field(1000, ge=0, le=100_000, description="Bootstrap resamples for the confidence intervals (0: none).")
+    probes: bool = Field(True, description="Also measure persona breaks on the probe set.")
+    probe_limit: int = Field(47, ge=1, le=1000, description="Probe messages per variant.")
+
+
 class ServeSettings(Settings):
     """The HTTP server: API, web chat, limits."""
 
@@ -168,7 +181,7 @@ class TrainSettings(Settings):
     save_total_limit: int = Field(2, ge=1, le=100, description="Checkpoints kept in PACK/train/checkpoints (the best one is always kept).")
     seed: int = Field(13, description="Seed for the LoRA initialisation, shuffling and dropout.")
     qlora: bool = Field(False, description="Load the base in 4 bits (bitsandbytes; needs a CUDA GPU and an HF base).")
-    strategy: Literal["padding_free", "packing", "group_by_length", "padded"] = Field("padding_free", description="How examples are batched: padding_free (one row, no padding), packing (TRL best-fit packing), group_by_length (padded, similar lengths together), padded (random batches padded to the longest).")
+    strategy: Literal["auto", "per_example", "padding_free", "packing", "group_by_length", "padded"] = Field("auto", description="How examples are batched: per_example (one at a time, gradients accumulated: no padding), padding_free (a batch flattened into one row), packing (TRL best-fit packing), group_by_length (padded, similar lengths together), padded (random batches padded to the longest); auto: the fastest measured for the device.")
     gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description="Recompute activations in the backward pass to save memory; auto: on with CUDA, off on the CPU (faster).")
     resume: bool = Field(False, description="Continue the last run from its latest checkpoint in PACK/train/checkpoints.")
 
@@ -321,6 +334,8 @@ def _option_kwargs(cls: type[Settings], name: str, field) -> dict[str, Any]:
         kwargs["type"] = click.Choice([str(a) for a in typing.get_args(annotation)])
     elif origin is list:
         kwargs["multiple"] = True
+        if (field.json_schema_extra or {}).get("comma"):
+            kwargs["callback"] = lambda ctx, param, value: [v for item in value for v in _split(item)] or None
     elif origin is tuple:
         kwargs["callback"] = lambda ctx, param, value: _split(value) if value else None
         kwargs["metavar"] = "A,B,C"

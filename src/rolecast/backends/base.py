@@ -55,6 +55,12 @@ class Backend(ABC):
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:
         """The assistant's next turn, piece by piece; closing the iterator stops generation."""
 
+    def score_reply(self, messages: list[Message], reply: str) -> tuple[float, int]:
+        """Log-probability of ``reply`` as the assistant's next turn, and its token count (for perplexity)."""
+        from ..errors import ModelError
+
+        raise ModelError(f"the {self.name} backend cannot score replies", "evaluate with --backend llamacpp")
+
     def close(self) -> None:  # noqa: B027 - optional hook: most backends free nothing
         """Free the model. Safe to call twice."""
 

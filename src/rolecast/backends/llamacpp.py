@@ -225,11 +225,7 @@ class LlamaCppBackend(Backend):
 
     def _eval_prompt(self, prompt: list[int]) -> None:
         """Evaluate what the KV cache lacks of ``prompt`` (it keeps the previous turn's tokens)."""
-        keep = 0
-        for a, b in zip(self._cached, prompt[:-1]):
-            if a != b:
-                break
-            keep += 1
+        keep = self._common_prefix(prompt[:-1])
         self.ctx.kv_cache_seq_rm(0, keep, -1)
         self._cached = self._cached[:keep]
         for start in range(keep, len(prompt), 512):
@@ -237,6 +233,49 @@ class LlamaCppBackend(Backend):
             self.batch.set_batch(chunk, n_past=start, logits_all=False)
             self.ctx.decode(self.batch)
             self._cached.extend(chunk)
+
+    def score_reply(self, messages: list[Message], reply: str) -> tuple[float, int]:
+        """Log-probability of ``reply`` (and the end of the turn) as the assistant's answer, and its token count."""
+        import numpy as np
+
+        prompt = self.prompt_tokens(messages)
+        target = self.model.tokenize(reply.encode("utf-8"), add_bos=False, special=False) + [self.model.token_eos()]
+        tokens = prompt + target
+        if len(tokens) > self.ctx.n_ctx():
+            raise MessageError(f"prompt and reply take {len(tokens)} tokens, more than the context of {self.ctx.n_ctx()}",
+                               "raise --n-ctx")
+        first = len(prompt) - 1  # the position whose logits predict the reply's first token
+        total = 0.0
+        with self._lock:
+            keep = self._common_prefix(tokens[:first])
+            self.ctx.kv_cache_seq_rm(0, keep, -1)
+            self._cached = tokens[:keep]
+            for start in range(keep, len(tokens) - 1, 512):
+                chunk = tokens[start:min(start + 512, len(tokens) - 1)]
+                batch = self.batch.batch
+                batch.n_tokens = len(chunk)
+                for i, token in enumerate(chunk):
+                    batch.token[i], batch.pos[i], batch.seq_id[i][0], batch.n_seq_id[i] = token, start + i, 0, 1
+                    batch.logits[i] = start + i >= first
+                self.ctx.decode(self.batch)
+                self._cached.extend(chunk)
+                n_vocab = self.lib.llama_vocab_n_tokens(self.vocab)
+                for i in range(len(chunk)):
+                    pos = start + i
+                    if pos < first:
+                        continue
+                    row = np.ctypeslib.as_array(self.ctx.get_logits_ith(i), shape=(n_vocab,)).astype(np.float64)
+                    top = row.max()
+                    total += row[tokens[pos + 1]] - top - np.log(np.exp(row - top).sum())
+        return float(total), len(target)
+
+    def _common_prefix(self, tokens: list[int]) -> int:
+        keep = 0
+        for a, b in zip(self._cached, tokens):
+            if a != b:
+                break
+            keep += 1
+        return keep
 
     def _eval_step(self, tokens: dict[int, int], pos: int) -> None:
         batch = self.batch.batch
