@@ -195,3 +195,65 @@ def test_metrics(client, backend):
     assert 'rolecast_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
     assert 'rolecast_completion_tokens_total{model="maggie"}' in text
     assert 'rolecast_queue_depth{pool="default"} 0.0' in text
+
+
+@pytest.mark.slow
+def test_sigkill_mid_reply_never_loses_a_completed_turn(tmp_path):
+    """Ten times: a complete turn, then a streamed one killed mid-reply; every completed turn survives."""
+    import signal
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from fake_server import REPLY
+
+    pack = make_pack(tmp_path / "maggie", "Maggie")
+    db = tmp_path / "chat.db"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = Path(__file__).resolve().parent / "fake_server.py"
+    completed: list[tuple[str, str]] = []
+    conversation = None
+    for round_ in range(10):
+        proc = subprocess.Popen([sys.executable, str(server), str(pack), str(db), str(port)])
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            if conversation is None:
+                conversation = httpx.post(url + "/v1/conversations", json={"model": "maggie"}).json()["id"]
+            stored = [(m["role"], m["content"]) for m in
+                      httpx.get(f"{url}/v1/conversations/{conversation}").json()["messages"]]
+            assert [m for m in stored if m in completed] == completed, f"round {round_}: a completed turn is missing"
+            assert all(content == REPLY for role, content in stored if role == "assistant"), "no partial reply is stored"
+            body = {"model": "maggie", "messages": [{"role": "user", "content": f"complete {round_}"}],
+                    "rolecast": {"conversation_id": conversation}}
+            assert httpx.post(url + "/v1/chat/completions", json=body, timeout=60).status_code == 200
+            completed += [("user", f"complete {round_}"), ("assistant", REPLY)]
+            body["messages"][0]["content"] = f"killed {round_}"
+            body["stream"] = True
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as response:
+                chunks = 0
+                for line in response.iter_lines():
+                    chunks += line.startswith("data: ")
+                    if chunks == 5:
+                        proc.send_signal(signal.SIGKILL)
+                        break
+        finally:
+            proc.kill()
+            proc.wait()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT role, content FROM messages ORDER BY id").fetchall()
+    assert [r for r in rows if r in completed] == completed
+    assert sum(1 for r in rows if r[0] == "user" and r[1].startswith("killed")) == 10, "each killed turn's message was saved first"

@@ -251,6 +251,10 @@ def pack_adapter(pack: Pack, settings: BackendSettings) -> str | None:
     """The adapter to load: the one named in the settings, else the pack's own for this backend."""
     if settings.adapter or settings.no_adapter:
         return settings.adapter
+    if settings.backend == "openai":
+        # A server such as vLLM serves each LoRA as a model of its own (--lora-modules NAME=PATH): the
+        # backend asks for the one named after the pack when the server lists it, else for --model.
+        return pack.name
     part = ADAPTER_PARTS.get(settings.backend)
     return str(pack.part(part)) if part and pack.has(part) else None
 

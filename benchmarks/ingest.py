@@ -1,0 +1,72 @@
+"""Ingest speed: `rolecast prepare` on House (all eight seasons) and on Chandler (Friends).
+
+    .venv/bin/python benchmarks/ingest.py
+
+For each pack it prints lines per second and seconds per stage (from the pack's
+meta.json), for the core pack (ingest → examples → card → files; target: under 10 s
+on a 2-core machine) and, separately, the retrieval index and the style classifier
+that `prepare` also builds by default. The baseline, measured in the same run, is a
+bare `csv.reader` pass over the same files: the ratio says how much the cleaning,
+repairs, examples and card cost over merely reading the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+CASES = [("House", lambda: sorted((SHARED / "house-md").glob("season*.csv"))),
+         ("Chandler Bing", lambda: [SHARED / "friends" / "friends.csv"])]
+
+
+def bare_read(files: list[Path]) -> tuple[float, int]:
+    start = time.perf_counter()
+    rows = 0
+    for path in files:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            rows += sum(1 for _ in csv.reader(fh))
+    return time.perf_counter() - start, rows
+
+
+def main() -> None:
+    if not SHARED.exists():
+        sys.exit(f"{SHARED} is absent: this benchmark needs the real corpora")
+    from rolecast.pack import Pack
+    from rolecast.prepare import prepare
+    from rolecast.retrieval import build_index
+    from rolecast.settings import PrepareSettings
+    from rolecast.style import train_style
+
+    out_root = Path(tempfile.mkdtemp(prefix="rolecast-ingest-"))
+    for character, files in CASES:
+        files = files()
+        baseline, rows = bare_read(files)
+        out = out_root / character.split()[0].lower()
+        start = time.perf_counter()
+        prepare(files, PrepareSettings(character=character, index=False, style=False), out)
+        core = time.perf_counter() - start
+        meta = json.loads((out / "meta.json").read_text())
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in meta["timings_s"].items())
+        pack = Pack.open(out)
+        start = time.perf_counter()
+        build_index(pack)
+        index_s = time.perf_counter() - start
+        start = time.perf_counter()
+        report = train_style(pack)
+        style_s = time.perf_counter() - start
+        print(f"{character}: {rows:,} rows → {meta['counts']['lines']:,} lines, {sum(meta['examples'].values()):,} examples")
+        print(f"  prepare (core): {core:.2f} s = {meta['counts']['lines'] / core:,.0f} lines/s "
+              f"({core / baseline:.1f}× a bare csv.reader pass of {baseline:.2f} s); target < 10 s")
+        print(f"  stages: {stages}")
+        print(f"  + retrieval index {index_s:.1f} s, + style classifier ({report['method']}, AUC "
+              f"{report['roc_auc']:.3f}) {style_s:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
