@@ -112,7 +112,7 @@ class BackendSettings(Settings):
     base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (openai backend).")
     backend_key: str | None = Field(None, description="API key of the OpenAI-compatible server (openai backend).", repr=False)
     n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
-    threads: int | None = Field(None, ge=1, le=512, description="CPU threads (llamacpp); default: all cores.")
+    threads: int | None = Field(None, ge=1, le=512, description="CPU threads (llamacpp, and transformers on the CPU); default: all cores.")
     device: str = Field("auto", description="Device for transformers: auto, cpu or cuda.")
     no_adapter: bool = Field(False, description="Ignore the pack's LoRA adapter even when it has one.")
 
@@ -174,7 +174,7 @@ class TrainSettings(Settings):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], description="Linear layers that get a LoRA (repeatable); default: the attention and MLP projections.")
     max_length: int = Field(512, ge=32, le=131_072, description="Most tokens per example; the oldest context is cut to fit, never the reply.")
     max_context_turns: int = Field(4, ge=0, le=64, description="Most context turns kept before each reply (fewer is faster on a CPU).")
-    max_eval_examples: int = Field(256, ge=0, le=1_000_000, description="Validation examples used for the eval loss (a fixed sample; 0: no evaluation).")
+    max_eval_examples: int = Field(128, ge=0, le=1_000_000, description="Validation examples used for the eval loss (a fixed sample; 0: no evaluation).")
     eval_steps: int = Field(50, ge=1, le=1_000_000, description="Evaluate the validation loss every this many steps.")
     early_stopping_patience: int = Field(3, ge=0, le=1000, description="Stop after this many evaluations without a better validation loss, keeping the best (0: off).")
     save_steps: int = Field(50, ge=1, le=1_000_000, description="Save a resumable checkpoint every this many steps (a multiple of --eval-steps with early stopping).")

@@ -293,7 +293,9 @@ class LlamaCppBackend(Backend):
         sampler.add_penalties(n_vocab=0, penalty_last_n=64, penalty_repeat=gen.repeat_penalty,
                               penalty_freq=gen.frequency_penalty, penalty_present=gen.presence_penalty)
         if gen.dry_multiplier > 0:
-            sampler.add_dry(self.model, gen.dry_multiplier, gen.dry_base, gen.dry_allowed_length, -1, DRY_BREAKERS)
+            # The window must be positive: llama.cpp clamps -1 ("whole context") to 0, which turns DRY off.
+            sampler.add_dry(self.model, gen.dry_multiplier, gen.dry_base, gen.dry_allowed_length, self.ctx.n_ctx(),
+                            DRY_BREAKERS)
         if gen.temperature <= 0:
             sampler.add_greedy()
             return sampler
