@@ -1,0 +1,104 @@
+import asyncio
+import threading
+import time
+
+import pytest
+from conftest import FakeBackend
+from test_server import make_pack
+
+from rolecast.errors import MessageError, RateLimitError
+from rolecast.performer import Reply
+from rolecast.service import ChatService, Pool
+from rolecast.settings import BackendSettings, ServeSettings
+
+
+class CountingSlow(FakeBackend):
+    """Streams a 40-word reply slowly and counts the pieces it actually produced."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.produced = 0
+        self.closed = threading.Event()
+
+    def _next(self) -> str:
+        return " ".join(f"w{i}." for i in range(40))
+
+    def stream(self, messages, settings):
+        try:
+            for piece in super().stream(messages, settings):
+                time.sleep(0.02)
+                self.produced += 1
+                yield piece
+        finally:
+            self.closed.set()
+
+
+@pytest.fixture
+def service(tmp_path):
+    backend = CountingSlow(BackendSettings(backend="fake", n_ctx=8192))
+    serve = ServeSettings(db=str(tmp_path / "c.db"), web=False)
+    svc = ChatService.open([make_pack(tmp_path / "maggie", "Maggie")], serve, BackendSettings(backend="fake"),
+                           make_backend=lambda s, a: backend)
+    svc.characters["maggie"].performer.index = svc.characters["maggie"].performer.style = None
+    yield svc, backend
+    svc.close()
+
+
+def test_an_abandoned_stream_stops_generating(service):
+    svc, backend = service
+
+    async def read_two_then_leave():
+        stream = svc.stream("maggie", [], "Hi")
+        pieces = [await anext(stream), await anext(stream)]
+        await stream.aclose()
+        return pieces
+
+    assert len(asyncio.run(read_two_then_leave())) == 2
+    assert backend.closed.wait(5), "the backend's generator is closed"
+    assert backend.produced < 20, f"generation went on after the client left: {backend.produced} of 40 pieces"
+    deadline = time.time() + 5
+    while svc.characters["maggie"].pool.pending and time.time() < deadline:
+        time.sleep(0.05)
+    assert svc.characters["maggie"].pool.pending == 0, "the slot is given back"
+
+
+def test_turns_of_one_conversation_are_serialised(service):
+    svc, _ = service
+    conv = svc.store.create_conversation("maggie", "local")
+
+    async def turn(text):
+        async for item in svc.turn_stream(conv["id"], text):
+            if isinstance(item, Reply):
+                return item.text
+
+    async def both():
+        return await asyncio.gather(turn("first"), turn("second"))
+
+    asyncio.run(both())
+    roles = [(m["role"], m["content"][:6]) for m in svc.store.messages(conv["id"])]
+    assert [r for r, _ in roles] == ["user", "assistant", "user", "assistant"], roles
+    assert roles[0][1] == "first" and roles[2][1] == "second"
+
+
+def test_an_empty_message_saves_nothing(service):
+    svc, _ = service
+    conv = svc.store.create_conversation("maggie", "local")
+
+    async def send():
+        async for _ in svc.turn_stream(conv["id"], "   "):
+            pass
+
+    with pytest.raises(MessageError):
+        asyncio.run(send())
+    assert svc.store.messages(conv["id"]) == []
+
+
+def test_pool_refuses_beyond_workers_plus_queue():
+    pool = Pool("m", workers=1, max_queue=1)
+    pool.acquire()
+    pool.acquire()
+    with pytest.raises(RateLimitError) as err:
+        pool.acquire()
+    assert err.value.retry_after > 0 and err.value.status == 429
+    pool.release()
+    pool.acquire()
