@@ -23,7 +23,9 @@ $(SAMPLE_PACK)/pack.json: $(SAMPLE) | $(STAMP)
 	$(VENV)/bin/rolecast prepare $(SAMPLE) --character Maggie --show "Harbor Lights" --out $(SAMPLE_PACK)
 
 demo: $(SAMPLE_PACK)/pack.json
-	@echo "Pack ready: $(SAMPLE_PACK) — profile report at $(SAMPLE_PACK)/profile.md"
+	@echo "Maggie's pack: $(SAMPLE_PACK) (profile: $(SAMPLE_PACK)/profile.md). Terminal chat: $(VENV)/bin/rolecast chat $(SAMPLE_PACK)"
+	@echo "Web chat and OpenAI-compatible API on http://127.0.0.1:8000 — Ctrl-C to stop."
+	$(VENV)/bin/rolecast serve $(SAMPLE_PACK) --db packs/demo.db
 
 test: setup
 	$(PY) -m pytest
@@ -36,6 +38,9 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/chat.py
+	$(PY) benchmarks/serve.py
+	$(PY) benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) packs .pytest_cache

@@ -278,10 +278,12 @@ def live(tmp_path):
 
 @pytest.fixture
 def browser():
+    # CI sets ROLECAST_REQUIRE_BROWSER=1: there a missing browser is a failure, not a skip.
+    missing = pytest.fail if os.environ.get("ROLECAST_REQUIRE_BROWSER") == "1" else pytest.skip
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+        missing(f"{CHROMIUM} is missing (apt-get install chromium)")
     if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is missing (pip install playwright; no browser download needed)")
+        missing("playwright is missing (pip install playwright; no browser download needed)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
