@@ -35,6 +35,9 @@ def test_first_name_merges_only_when_unambiguous():
     m = SpeakerMap.build(Counter({"Chandler Bing": 90, "Chandler": 3, "Ross Geller": 9, "Ross Kemp": 2, "Ross": 5}))
     assert m("Chandler") == "Chandler Bing"
     assert m("Ross") == "Ross", "two full names start with Ross: ambiguous"
+    m = SpeakerMap.build(Counter({"Thirteen": 1971, "Thirteen enters": 1, "Cam": 50, "Cam Reyes": 3}))
+    assert m("Thirteen") == "Thirteen", "a direction glued to a label is no full name"
+    assert m("Cam") == "Cam", "a rare full name does not swallow the established label"
 
 
 def test_aliases_and_non_characters():

@@ -101,15 +101,19 @@ class SpeakerMap:
 
 
 def _merge_first_names(canon: dict[str, str], variants: dict[str, Counter]) -> None:
-    """Point a lone first name at the one full name that starts with it (Chandler → Chandler Bing)."""
+    """Point a lone first name at the one full name that starts with it (Chandler → Chandler Bing).
+
+    Only towards an established full name: capitalised words (not "Thirteen enters", a
+    direction left in a label) with at least as many lines as the lone first name.
+    """
     full_by_first: dict[str, list[str]] = defaultdict(list)
     for key in canon:
-        parts = key.split()
-        if len(parts) >= 2:
-            full_by_first[parts[0]].append(key)
+        parts = canon[key].split()
+        if len(parts) >= 2 and all(p[:1].isupper() for p in parts):
+            full_by_first[key.split()[0]].append(key)
     for key in list(canon):
         fulls = full_by_first.get(key, [])
-        if " " not in key and len(fulls) == 1:
+        if " " not in key and len(fulls) == 1 and sum(variants[fulls[0]].values()) >= sum(variants[key].values()):
             canon[key] = canon[fulls[0]]
 
 
