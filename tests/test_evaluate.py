@@ -2,10 +2,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FakeBackend
 
+from conftest import FakeBackend
 from rolecast.backends import register
-from rolecast.evaluate import bootstrap, distinct, evaluate, recommend, rouge_l, load_cases
+from rolecast.evaluate import bootstrap, distinct, evaluate, load_cases, recommend, rouge_l
 from rolecast.pack import Pack
 from rolecast.settings import BackendSettings, EvalSettings, GenerationSettings
 

@@ -3,13 +3,13 @@ import threading
 import time
 
 import pytest
-from conftest import FakeBackend
-from test_server import make_pack
 
+from conftest import FakeBackend
 from rolecast.errors import MessageError, RateLimitError
 from rolecast.performer import Reply
 from rolecast.service import ChatService, Pool
 from rolecast.settings import BackendSettings, ServeSettings
+from test_server import make_pack
 
 
 class CountingSlow(FakeBackend):

@@ -20,11 +20,13 @@ from . import __version__
 from .errors import RolecastError, SettingsError
 from .settings import (
     BackendSettings,
+    EvalSettings,
     GenerationSettings,
     PerformerSettings,
     PrepareSettings,
     ServeSettings,
     TelegramSettings,
+    TrainSettings,
     click_options,
     load_config,
     resolve,
@@ -178,6 +180,49 @@ def style_train(pack: Path, method: str, max_minutes: float) -> None:
                f"accuracy {report['accuracy']:.3f} on held-out episodes; report in {pack / 'style' / 'report.json'}")
 
 
+@cli.command("eval")
+@click.argument("pack", type=click.Path(path_type=Path))
+@click_options(EvalSettings)
+@click_options(BackendSettings)
+@click_options(GenerationSettings, exclude=("seed",))
+@click.pass_context
+def eval_command(ctx: click.Context, pack: Path, **options) -> None:
+    """Compare variants (base, prompt, retrieval, lora, lora+rerank) on PACK's test episodes; writes PACK/eval."""
+    from .evaluate import evaluate, recommend
+    from .pack import Pack
+
+    settings, backend, gen = split_options(options, ctx, (EvalSettings, BackendSettings, GenerationSettings))
+    metrics = evaluate(Pack.open(pack), settings, backend, gen)
+    best = recommend(metrics)
+    click.echo(f"Evaluated {', '.join(metrics['variants'])} on {metrics['examples']} test exchanges; "
+               f"report: {pack / 'eval' / 'report.md'}" + (f"; serve: {best}" if best else ""))
+
+
+@cli.command()
+@click.argument("scripts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Pack folder to build or update.")
+@click.option("--train/--no-train", "do_train", default=False, help="Fine-tune a LoRA and export it for llama.cpp.")
+@click.option("--eval/--no-eval", "do_eval", default=True, help="Write the evaluation report.")
+@click_options(PrepareSettings)
+@click_options(TrainSettings, exclude=("seed", "resume"))
+@click_options(EvalSettings, exclude=("seed",))
+@click_options(BackendSettings, exclude=("adapter", "no_adapter"))
+@click_options(GenerationSettings, exclude=("seed",))
+@click.pass_context
+def build(ctx: click.Context, scripts: tuple[Path, ...], out: Path, do_train: bool, do_eval: bool, **options) -> None:
+    """Scripts → a served-ready pack: prepare, (train, export,) eval; unchanged stages are skipped."""
+    from .build import Plan
+    from .build import build as run_build
+
+    prep, train_settings, eval_settings, backend, gen = split_options(
+        options, ctx, (PrepareSettings, TrainSettings, EvalSettings, BackendSettings, GenerationSettings))
+    plan = Plan(list(scripts), prep, out, train_settings if do_train else None, eval_settings if do_eval else None,
+                backend, gen)
+    for line in run_build(plan):
+        click.echo(line)
+    click.echo(f"Ready: rolecast serve {out}")
+
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -231,6 +276,39 @@ def telegram(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
         asyncio.run(run_bot(service, settings))
     finally:
         service.close()
+
+
+@cli.command("train")
+@click.argument("pack", type=click.Path(path_type=Path))
+@click_options(TrainSettings)
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar (steps, loss, ETA).")
+@click.pass_context
+def train_command(ctx: click.Context, pack: Path, progress: bool, **options) -> None:
+    """Fine-tune a LoRA adapter on PACK's examples (TRL + PEFT); writes PACK/adapter and PACK/train/."""
+    from .train import resume_options
+    from .train import train as run_train
+
+    if options.get("resume"):  # the interrupted run's settings, overridden by the ones given now
+        options = resume_options(pack, options)
+    result = run_train(pack, resolve(TrainSettings, options, config(ctx)), progress=progress)
+    loss = f"validation loss {result.eval_loss:.3f}" if result.eval_loss is not None else "no validation loss"
+    click.echo(f"Trained {result.steps} steps ({result.stopped.replace('_', ' ')}), {loss}; adapter: {result.adapter}; "
+               f"curves: {pack / 'train' / 'loss.png'}")
+    if result.stopped in ("max_steps", "max_minutes"):
+        click.echo(f"Continue with: rolecast train {pack} --resume (raise --max-steps or --max-minutes)")
+    click.echo(f"For llama.cpp: rolecast export {pack}")
+
+
+@cli.command("export")
+@click.argument("pack", type=click.Path(path_type=Path))
+@click.option("--merged", type=click.Choice(["q8_0", "f16"]), default=None,
+              help="Also write PACK/merged-<type>.gguf: the base with the LoRA merged in (GGUF bases only).")
+def export_command(pack: Path, merged: str | None) -> None:
+    """Convert PACK's LoRA adapter to a GGUF LoRA for llama.cpp (PACK/adapter.gguf)."""
+    from .export import export
+
+    for path in export(pack, merged=merged).values():
+        click.echo(f"Wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,118 @@
+"""rolecast build: scripts → prepared, trained, exported and evaluated pack; unchanged stages skipped.
+
+The slow tests run the whole chain with the real default model on a tiny budget (two
+training steps, a handful of test exchanges): the sample script always, House where
+../shared/data is present.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE_SCRIPT, needs_shared_data
+from rolecast.build import STATE, Plan, build
+from rolecast.files import read_json, write_json
+from rolecast.pack import Pack
+from rolecast.settings import BackendSettings, GenerationSettings, PrepareSettings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_TRAIN = ["--max-steps", "2", "--batch-size", "2", "--max-context-turns", "2", "--max-eval-examples", "4",
+              "--eval-steps", "1", "--save-steps", "1", "--early-stopping-patience", "0"]
+TINY_EVAL = ["--limit", "4", "--bootstrap", "50", "--probe-limit", "3", "--max-tokens", "24"]
+
+
+def _plan(out: Path, **prepare) -> Plan:
+    return Plan([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", show="Harbor Lights", **prepare), out, None,
+                None, BackendSettings(), GenerationSettings())
+
+
+def test_an_unchanged_prepare_is_skipped_and_a_changed_one_rerun(tmp_path):
+    out = tmp_path / "maggie"
+    plan = _plan(out, style=False, index=False)
+    assert build(plan)[0].startswith("prepare: done"), "the first run builds"
+    assert build(plan) == ["prepare: up to date, skipped"], "same scripts and settings: nothing to redo"
+    assert read_json(out / STATE)["prepare"]["key"]
+    changed = _plan(out, style=False, index=False, min_words=3)
+    assert build(changed)[0].startswith("prepare: done"), "a changed setting reruns the stage"
+
+
+def _run(args: list[str]) -> int:
+    from rolecast.cli import main
+
+    return main(args)
+
+
+def _check_built(out: Path, capsys) -> None:
+    pack = Pack.open(out)
+    for part in ("card", "examples", "index", "style", "adapter", "adapter_gguf", "eval"):
+        assert pack.has(part), f"build left no {part}"
+    assert pack.info["parts"]["adapter_gguf"]["adapter_checksum"] == pack.info["parts"]["adapter"]["checksum"], \
+        "the GGUF LoRA is the export of the adapter trained in this build"
+    metrics = read_json(out / "eval" / "metrics.json")
+    assert set(metrics["variants"]) == {"base", "prompt", "retrieval", "lora", "lora+rerank"}
+    assert "| **lora+rerank** |" in (out / "eval" / "report.md").read_text()
+    assert set(read_json(out / STATE)) == {"prepare", "train", "export", "eval"}
+    # The pack is served with its adapter: the llama.cpp backend loads the exported GGUF LoRA.
+    from rolecast.performer import Performer
+
+    performer = Performer.load(out, BackendSettings())
+    try:
+        assert performer.backend.adapter == str(out / "adapter.gguf")
+        reply = performer.reply([], "Morning. Any tea going?", GenerationSettings(max_tokens=16))
+        assert reply.text.strip(), "the built pack answers"
+    finally:
+        performer.backend.close()
+
+
+@pytest.mark.slow
+def test_build_trains_exports_and_evaluates_the_sample_then_skips_everything(tmp_path, capsys):
+    out = tmp_path / "maggie"
+    args = ["build", str(SAMPLE_SCRIPT), "--character", "Maggie", "--show", "Harbor Lights", "--out", str(out), "--train",
+            *TINY_TRAIN, *TINY_EVAL]
+    assert _run(args) == 0
+    printed = capsys.readouterr().out
+    for stage in ("prepare", "train", "export", "eval"):
+        assert f"{stage}: done" in printed, printed
+    assert f"Ready: rolecast serve {out}" in printed
+    _check_built(out, capsys)
+    assert _run(args) == 0
+    again = capsys.readouterr().out
+    assert again.count("up to date, skipped") == 4, again
+
+
+@pytest.mark.slow
+def test_build_resumes_an_interrupted_training_run(tmp_path, capsys):
+    """A kill leaves checkpoints and no adapter: the next build continues from the checkpoint."""
+    from rolecast.train import CHECKPOINTS, last_checkpoint
+
+    out = tmp_path / "maggie"
+    args = ["build", str(SAMPLE_SCRIPT), "--character", "Maggie", "--show", "Harbor Lights", "--out", str(out), "--train",
+            "--no-eval", *TINY_TRAIN]
+    assert _run(args) == 0
+    assert last_checkpoint(out / CHECKPOINTS).name == "checkpoint-2"
+    # As if killed at step 2 of a longer run: no finished adapter, the train stage not recorded.
+    shutil.rmtree(out / "adapter")
+    state = read_json(out / STATE)
+    del state["train"], state["export"]
+    write_json(out / STATE, state)
+    longer = [a if a != "2" or args[i - 1] != "--max-steps" else "3" for i, a in enumerate(args)]
+    assert _run(longer) == 0
+    capsys.readouterr()
+    meta = read_json(out / "train" / "meta.json")
+    assert meta["resumed_from"] == "checkpoint-2" and read_json(out / "train" / "metrics.json")["steps"] == 3
+
+
+@pytest.mark.slow
+def test_build_house_end_to_end_on_a_tiny_budget(tmp_path, capsys):
+    files = sorted(needs_shared_data("house-md").glob("season*.csv"))
+    out = tmp_path / "house"
+    assert _run(["build", *map(str, files), "--character", "House", "--out", str(out), "--train", *TINY_TRAIN,
+                 *TINY_EVAL]) == 0
+    capsys.readouterr()
+    _check_built(out, capsys)
+    assert read_json(out / "eval" / "metrics.json")["examples"] == 4

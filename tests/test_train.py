@@ -1,0 +1,291 @@
+"""rolecast train: data shaping, loss masking, budgets, resuming and the errors a user can meet.
+
+The slow tests train the real default model (SmolLM2-135M, from its bundled GGUF) on the
+sample pack for a few steps, with the card cut short so each example is a few dozen
+tokens: they check the mechanics (files, records, budgets, resume), not the quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE_SCRIPT
+from rolecast.errors import EmptyResultError, ModelError, PackError, TrainingError
+from rolecast.files import read_json, write_json
+from rolecast.pack import Pack
+from rolecast.settings import PrepareSettings, TrainSettings
+from rolecast.train import (
+    SCENE_START,
+    Budget,
+    check_disk,
+    conversation,
+    fit,
+    resolve_base,
+    resume_options,
+    run_trainer,
+    train,
+    training_system_prompt,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def words(messages) -> int:
+    """A stand-in tokenizer: one token per word, two per turn."""
+    return sum(len(m["content"].split()) + 2 for m in messages)
+
+
+def row(*turns, reply="I am the reply."):
+    return {"prompt": [{"role": "system", "content": "Be Ann."}, *turns],
+            "completion": [{"role": "assistant", "content": reply}]}
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def test_conversation_keeps_the_last_turns_and_opens_a_scene_with_a_user_turn():
+    example = {"messages": [user("one"), {"role": "assistant", "content": "two"}, user("three")],
+               "completion": [{"role": "assistant", "content": "four"}]}
+    pc = conversation(example, "SYS", max_turns=2)
+    assert pc["prompt"] == [{"role": "system", "content": "SYS"}, user(SCENE_START),
+                            {"role": "assistant", "content": "two"}, user("three")]
+    assert pc["completion"] == [{"role": "assistant", "content": "four"}]
+    opener = conversation({"messages": [], "completion": example["completion"]}, "SYS", max_turns=4)
+    assert opener["prompt"][1:] == [user(SCENE_START)]
+
+
+def test_fit_drops_the_oldest_context_and_never_the_reply():
+    long = row(user("old " * 30), {"role": "assistant", "content": "mid " * 5}, user("new " * 5))
+    fitted, n = fit(long, words, max_length=30)
+    assert n <= 30 and fitted["completion"] == long["completion"]
+    assert fitted["prompt"][-1] == user("new " * 5)
+    assert all("old" not in m["content"] for m in fitted["prompt"])
+
+
+def test_fit_cuts_the_start_of_a_single_long_turn_and_skips_replies_that_cannot_fit():
+    fitted, n = fit(row(user("a b c d e f g h i j k l m n o p q r s t")), words, max_length=20)
+    assert n <= 20 and fitted["prompt"][-1]["content"].endswith("s t")
+    assert fit(row(user("hi"), reply="word " * 40), words, max_length=20) is None
+
+
+def test_training_uses_the_system_prompt_the_chat_engine_sends():
+    from conftest import FakeBackend
+    from rolecast.card import render
+    from rolecast.prompt import build_prompt
+    from rolecast.settings import GenerationSettings, PerformerSettings
+
+    card = {"data": {"name": "Ann", "system_prompt": "You are {{char}}.", "description": "A nurse.",
+                     "post_history_instructions": "Answer as {{char}}."}}
+    sent = build_prompt(card, [], "Hi", [], FakeBackend(), PerformerSettings(), GenerationSettings())
+    assert sent.messages[0] == {"role": "system", "content": training_system_prompt(card)}
+    assert render("{{char}}", "Ann") in training_system_prompt(card)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from rolecast.train import load_tokenizer
+
+    source, kwargs, _ = resolve_base(None)
+    return load_tokenizer(source, kwargs)
+
+
+@pytest.fixture(scope="module")
+def sample_pack(tmp_path_factory):
+    """The sample pack, its card cut short so that examples are a few dozen tokens."""
+    from rolecast.prepare import prepare
+
+    out = tmp_path_factory.mktemp("train") / "maggie"
+    prepare([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", show="Harbor Lights", style=False, index=False), out)
+    card = read_json(out / "card.json")
+    card["data"].update(system_prompt="You are {{char}}.", description="", personality="", scenario="",
+                        post_history_instructions="")
+    write_json(out / "card.json", card)
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["per_example", "padded"])
+def test_every_prompt_token_is_masked_and_every_reply_token_is_trained(tokenizer, sample_pack, tmp_path, strategy):
+    """Through TRL's real preparation, on the default model's tokenizer (a tiny random model stands in)."""
+    transformers = pytest.importorskip("transformers")
+    from rolecast.train import build_trainer, load_rows
+
+    settings = TrainSettings(strategy=strategy, max_context_turns=3, max_length=200)
+    data = load_rows(Pack.open(sample_pack), "train", tokenizer, settings, limit=12)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1)
+    model = transformers.LlamaForCausalLM(config)
+    trainer = build_trainer(model, tokenizer, data, None, settings, tmp_path, progress=False)
+    prepared = trainer.train_dataset
+    assert len(prepared) == len(data.rows) == 12
+    for original, ids, labels in zip(data.rows, prepared["input_ids"], prepared["labels"]):
+        prompt = tokenizer.apply_chat_template(original["prompt"], add_generation_prompt=True, tokenize=True,
+                                               return_dict=False)
+        assert ids[:len(prompt)] == list(prompt)
+        assert all(label == -100 for label in labels[:len(prompt)]), "a prompt token is trained"
+        assert labels[len(prompt):] == ids[len(prompt):], "a reply token is masked"
+        reply = tokenizer.decode(ids[len(prompt):])
+        assert reply.startswith(original["completion"][0]["content"]) and reply.rstrip().endswith("<|im_end|>")
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_qlora_without_cuda_is_refused(sample_pack):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(TrainingError, match="--qlora needs a CUDA GPU; drop it to train in fp32 on the CPU"):
+        train(sample_pack, TrainSettings(qlora=True))
+
+
+def test_a_pack_without_examples_is_refused(sample_pack, tmp_path):
+    pack = tmp_path / "p"
+    shutil.copytree(sample_pack, pack)
+    shutil.rmtree(pack / "examples")
+    with pytest.raises(PackError, match="rolecast prepare"):
+        train(pack, TrainSettings())
+    (pack / "examples").mkdir()
+    (pack / "examples" / "train.jsonl").write_text("")
+    with pytest.raises(EmptyResultError, match="no training examples"):
+        train(pack, TrainSettings())
+    assert not (pack / "adapter").exists()
+
+
+@pytest.mark.parametrize("base", ["/nonexistent/model.gguf", "./no-such-folder", "nobody/no-such-model-xyz"])
+def test_a_missing_base_is_a_model_error(sample_pack, base):
+    with pytest.raises(ModelError, match="not found"):
+        train(sample_pack, TrainSettings(base=base))
+
+
+def test_an_unsupported_architecture_is_a_model_error(sample_pack, tmp_path):
+    folder = tmp_path / "weird"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "no-such-arch", "architectures": ["NoSuchModel"]}))
+    with pytest.raises(ModelError):
+        train(sample_pack, TrainSettings(base=str(folder)))
+
+
+def test_resume_without_checkpoints_is_refused(sample_pack):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(sample_pack, TrainSettings(resume=True))
+
+
+def test_too_little_disk_is_refused_before_training(tmp_path):
+    with pytest.raises(TrainingError, match="disk space"):
+        check_disk(tmp_path, lora_params=10**15)
+
+
+def test_an_interrupted_run_names_the_resume_command(tmp_path):
+    budget = Budget(0)
+
+    class Interrupted:
+        class state:
+            global_step = 7
+
+        def train(self, resume_from_checkpoint=None):
+            budget.reason = "interrupted"  # what Ctrl-C / SIGTERM do, at the next step end
+
+    with pytest.raises(TrainingError, match=r"step 7.*rolecast train .*p --resume"):
+        run_trainer(Interrupted(), None, budget, tmp_path, "rolecast train p --resume")
+
+
+def test_the_time_budget_stops_training_with_a_checkpoint():
+    from transformers import TrainerControl
+
+    callback = Budget(max_minutes=1e-9).callback()
+    args = type("Args", (), {"eval_strategy": "steps"})()
+    control = callback.on_step_end(args, None, TrainerControl())
+    assert control.should_training_stop and control.should_save and control.should_evaluate
+
+
+# ----------------------------------------------------------------------------- real training
+
+
+@pytest.fixture(scope="module")
+def trained(sample_pack, tmp_path_factory):
+    pack = tmp_path_factory.mktemp("run") / "maggie"
+    shutil.copytree(sample_pack, pack)
+    (pack / "adapter.gguf").write_bytes(b"GGUF from an earlier adapter")
+    Pack.open(pack).record("adapter_gguf")
+    settings = TrainSettings(max_steps=2, batch_size=2, max_context_turns=2, max_length=160, save_steps=1,
+                             eval_steps=1, max_eval_examples=4, early_stopping_patience=0)
+    return pack, train(pack, settings, progress=False)
+
+
+@pytest.mark.slow
+def test_a_short_run_writes_the_adapter_and_its_records(trained):
+    pack, result = trained
+    assert result.steps == 2 and result.stopped == "max_steps" and result.eval_loss > 0
+    assert (pack / "adapter" / "adapter_config.json").exists()
+    assert (pack / "adapter" / "adapter_model.safetensors").exists()
+    assert (pack / "train" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = read_json(pack / "train" / "metrics.json")
+    assert metrics["steps"] == 2 and metrics["eval_loss"] == pytest.approx(result.eval_loss)
+    meta = read_json(pack / "train" / "meta.json")
+    assert meta["settings"]["max_steps"] == 2 and meta["base"] is None
+    assert len(meta["examples"]["train"]["sha256"]) == 64 and meta["versions"]["trl"]
+    record = Pack.open(pack).info["parts"]["adapter"]
+    assert record["steps"] == 2 and record["base_name"].endswith(".gguf") and record["checksum"]
+    assert not (pack / "adapter.gguf").exists() and "adapter_gguf" not in Pack.open(pack).info["parts"], \
+        "the previous adapter's GGUF export must not be served with the new adapter"
+    # A budget stop keeps the checkpoints, so the run can go on.
+    assert (pack / "train" / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_checkpoint(trained):
+    pack, _ = trained
+    options = resume_options(pack, {"resume": True, "max_steps": 3})
+    assert options["max_length"] == 160 and options["max_steps"] == 3  # the run's settings, overridden by the new ones
+    result = train(pack, TrainSettings(**options), progress=False)
+    assert result.steps == 3
+    meta = read_json(pack / "train" / "meta.json")
+    assert meta["resumed_from"] == "checkpoint-2"
+    history = read_json(pack / "train" / "metrics.json")["history"]
+    assert [e["step"] for e in history if "eval_loss" in e] == [1, 2, 3], "the history goes on from the first run"
+    with pytest.raises(TrainingError, match="changed lora_r"):
+        train(pack, TrainSettings(**{**options, "lora_r": 4}), progress=False)
+
+
+@pytest.mark.slow
+def test_the_cli_trains_and_prints_a_summary(sample_pack, tmp_path):
+    from rolecast.cli import main
+
+    pack = tmp_path / "p"
+    shutil.copytree(sample_pack, pack)
+    code = main(["train", str(pack), "--max-steps", "1", "--batch-size", "1", "--max-length", "160",
+                 "--max-eval-examples", "2", "--no-progress"])
+    assert code == 0
+    assert Path(pack / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_folder_base_trains_and_its_adapter_exports(tokenizer, sample_pack, tmp_path):
+    """--base as a Hugging Face folder (a tiny random Llama with the default tokenizer): train, record, export."""
+    transformers = pytest.importorskip("transformers")
+    from rolecast.export import export
+
+    base = tmp_path / "tiny-llama"
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    pack = tmp_path / "p"
+    shutil.copytree(sample_pack, pack)
+    result = train(pack, TrainSettings(base=str(base), max_steps=2, batch_size=2, max_length=160, max_eval_examples=2,
+                                       early_stopping_patience=0), progress=False)
+    assert result.steps == 2
+    record = Pack.open(pack).info["parts"]["adapter"]
+    assert record["base"] == str(base.resolve()) and record["base_sha256"] is None
+    assert read_json(pack / "adapter" / "adapter_config.json")["base_model_name_or_path"] == str(base.resolve())
+    assert export(pack)["adapter_gguf"].stat().st_size > 0
+    with pytest.raises(ModelError, match="GGUF base"):
+        export(pack, merged="f16")
