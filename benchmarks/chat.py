@@ -104,10 +104,10 @@ def main() -> None:
 
     from rolecast.backends.llamacpp import default_model_path
     from rolecast.performer import Performer
-    from rolecast.settings import GenerationSettings, PerformerSettings
+    from rolecast.settings import BackendSettings, GenerationSettings, PerformerSettings
 
     pack = args.pack or default_pack()
-    performer = Performer.load(pack)
+    performer = Performer.load(pack, BackendSettings(no_adapter=True))  # the base model, as bare runs it
     # DRY is rolecast's and bare llama-cpp-python's Llama has no DRY: off on both sides for a fair rate.
     gen = GenerationSettings(max_tokens=96, dry_multiplier=0.0, seed=7)
     llm = Llama(model_path=str(default_model_path()), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)

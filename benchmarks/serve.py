@@ -111,7 +111,7 @@ def main() -> None:
     from rolecast.backends.llamacpp import default_model_path
     from rolecast.pack import Pack
     from rolecast.performer import Performer
-    from rolecast.settings import GenerationSettings
+    from rolecast.settings import BackendSettings, GenerationSettings
 
     pack = args.pack or default_pack()
     model = Pack.open(pack).name
@@ -119,7 +119,8 @@ def main() -> None:
     sampling = {"max_tokens": gen.max_tokens, "temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k,
                 "min_p": gen.min_p, "repeat_penalty": gen.repeat_penalty}
     ours = [{"model": model, "stream": True, "messages": [{"role": "user", "content": m}], **sampling} for m in MESSAGES]
-    performer = Performer.load(pack)  # builds, per message, the exact prompt the bare server gets
+    # The base model on both sides: a pack's LoRA would make rolecast run a different model.
+    performer = Performer.load(pack, BackendSettings(no_adapter=True))  # the exact prompt the bare server gets
     bare = [{"model": "bare", "stream": True, "messages": performer.prompt([], m, gen=gen).messages,
              "stop": performer.post.stop_strings, **sampling} for m in MESSAGES]
     performer.backend.close()
@@ -129,7 +130,7 @@ def main() -> None:
         for name, cmd_of, bodies in [
             ("rolecast", lambda p: [sys.executable, "-m", "rolecast.cli", "serve", str(pack), "--port", str(p), "--no-web",
                                     "--db", f"{tmp}/bench.db", "--rate-limit", "0", "--max-queue", "256",
-                                    "--dry-multiplier", "0"], ours),
+                                    "--dry-multiplier", "0", "--no-adapter"], ours),
             ("bare", lambda p: [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
                                 "--port", str(p), "--n_ctx", "2048", "--n_threads", threads, "--model_alias", "bare"], bare),
         ]:

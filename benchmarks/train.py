@@ -1,6 +1,7 @@
 """Training throughput: rolecast's configuration against a naive TRL run, in real tokens per second.
 
-    .venv/bin/python benchmarks/train.py --pack packs/house                          # rolecast vs naive TRL
+    .venv/bin/python benchmarks/train.py                                             # House (or the sample): rolecast vs naive TRL
+    .venv/bin/python benchmarks/train.py --pack packs/house                          # any pack
     .venv/bin/python benchmarks/train.py --pack packs/house --strategies all --rounds 4
 
 Configurations (the same LoRA, batch and examples; only how the work is done differs):
@@ -145,7 +146,7 @@ def subprocess_json(mode: str, spec: dict) -> dict | list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pack", required=True, help="A pack made by rolecast prepare (House MD: the real corpus).")
+    parser.add_argument("--pack", help="A pack made by rolecast prepare; default: House from ../shared/data, else the sample.")
     parser.add_argument("--rounds", type=int, default=3, help="Measured optimizer steps per configuration, interleaved.")
     parser.add_argument("--warmup", type=int, default=1, help="Rounds run first and not measured.")
     parser.add_argument("--batch-size", type=int, help="Default: TrainSettings' (examples per optimizer step).")
@@ -162,6 +163,11 @@ def main() -> None:
         result = interleaved(json.loads(args.interleaved)) if args.interleaved else peak_rss(json.loads(args.rss))
         print("RESULT " + json.dumps(result), flush=True)
         return
+    if args.pack is None:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from chat import default_pack
+
+        args.pack = str(default_pack())
     strategies = list(STRATEGIES) if args.strategies == "all" else [s for s in args.strategies.split(",") if s]
     spec = {"pack": args.pack, "steps": args.rounds, "warmup": args.warmup, "strategies": strategies, "out": args.out, "batch_size": args.batch_size,
             "grad_accum": args.grad_accum, "max_length": args.max_length, "max_context_turns": args.max_context_turns}

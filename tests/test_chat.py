@@ -1,3 +1,5 @@
+"""The terminal chat (rolecast chat / say): commands, streaming, saving, and one-line errors."""
+
 import json
 
 import pytest

@@ -1,3 +1,5 @@
+"""Cleaning: encodings, stage directions, speaker canonicalisation, duplicates, and the counts reported."""
+
 from collections import Counter
 
 import pytest

@@ -1,3 +1,5 @@
+"""rolecast eval: the metrics, bootstrap intervals, variants and the report, on the fake backend and the real model."""
+
 import json
 
 import numpy as np

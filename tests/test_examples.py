@@ -1,3 +1,5 @@
+"""Training examples: context windows, user/assistant roles, limits and the episode split."""
+
 from collections import Counter
 
 import pytest

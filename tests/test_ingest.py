@@ -1,3 +1,5 @@
+"""Ingestion: several files as one corpus, episode groups, scenes and the reader overrides."""
+
 from collections import Counter
 
 import pytest

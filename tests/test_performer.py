@@ -1,3 +1,5 @@
+"""The Performer: prompt assembly, candidates, reranking, resampling and the fallback; real-model probes."""
+
 import json
 
 import numpy as np

@@ -1,3 +1,5 @@
+"""Post-processing rules, one by one, batch and streamed: speaker cuts, stage directions, loops, sentences."""
+
 import re
 
 import pytest

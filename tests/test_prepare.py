@@ -1,3 +1,5 @@
+"""rolecast prepare: the pack folder, meta.json, atomic writes and the errors a user can meet."""
+
 import json
 import re
 

@@ -1,3 +1,5 @@
+"""Prompt building: card macros, retrieved examples, history trimming to the context window."""
+
 import pytest
 
 from conftest import FakeBackend

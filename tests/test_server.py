@@ -1,3 +1,5 @@
+"""The FastAPI app: OpenAI-compatible completions (streamed and not), conversations, auth, limits, errors."""
+
 import json
 
 import pytest

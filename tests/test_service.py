@@ -1,3 +1,5 @@
+"""The chat core behind every adapter: turns saved before generation, the worker pool, serialised conversations."""
+
 import asyncio
 import threading
 import time

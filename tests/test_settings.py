@@ -1,3 +1,5 @@
+"""Settings declared once: CLI options, ROLECAST_* variables, rolecast.toml, and the errors for bad values."""
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -83,3 +85,20 @@ def test_click_options_are_generated_from_fields():
     assert seen["min_words"] is None, "unset options stay None so config and env can fill them"
     help_text = CliRunner().invoke(cmd, ["--help"]).output
     assert "Preceding lines of the same scene" in help_text and "[default: 10]" in help_text
+
+
+def test_a_negative_switch_is_one_plain_flag():
+    import click
+    from click.testing import CliRunner
+
+    from rolecast.settings import BackendSettings, click_options
+
+    @click.command()
+    @click_options(BackendSettings)
+    def command(**options):
+        click.echo(repr(options["no_adapter"]))
+
+    runner = CliRunner()
+    assert runner.invoke(command, []).output.strip() == "None", "unset: left to env, config file and default"
+    assert runner.invoke(command, ["--no-adapter"]).output.strip() == "True"
+    assert "--no-no-adapter" not in runner.invoke(command, ["--help"]).output

@@ -1,3 +1,5 @@
+"""Speaker names: canonical forms, first-name merges, aliases and non-character labels."""
+
 from collections import Counter
 
 import pytest

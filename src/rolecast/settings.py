@@ -315,9 +315,9 @@ def click_options(cls: type[Settings], exclude: tuple[str, ...] = ()):
 
 def _option_decls(name: str, field) -> list[str]:
     flag = (field.json_schema_extra or {}).get("cli") or "--" + name.replace("_", "-")
-    if _unwrap_optional(field.annotation) is bool:
+    if _unwrap_optional(field.annotation) is bool and not name.startswith("no_"):
         return [f"{flag}/--no-{name.replace('_', '-')}", name]
-    return [flag, name]
+    return [flag, name]  # a negative switch (--no-adapter) is a plain flag: no --no-no-adapter
 
 
 def _option_kwargs(cls: type[Settings], name: str, field) -> dict[str, Any]:
@@ -329,7 +329,7 @@ def _option_kwargs(cls: type[Settings], name: str, field) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"default": None, "help": (field.description or "") + shown}
     origin = typing.get_origin(annotation)
     if annotation is bool:
-        return kwargs
+        return {**kwargs, "is_flag": True, "default": None} if name.startswith("no_") else kwargs
     if origin is Literal:
         kwargs["type"] = click.Choice([str(a) for a in typing.get_args(annotation)])
     elif origin is list:
