@@ -21,7 +21,8 @@ def test_clean_label(raw, expected):
 @pytest.mark.parametrize(
     ("label", "kind"),
     [("Scene Directions", NARRATION), ("ALL", GROUP), ("Both", GROUP), ("Ross and Rachel", GROUP),
-     ("Monica & Phoebe", GROUP), ("", UNKNOWN), ("?", UNKNOWN), ("Chandler Bing", None), ("Andy", None)],
+     ("Monica & Phoebe", GROUP), ("", UNKNOWN), ("?", UNKNOWN), ("]", UNKNOWN), ("--", UNKNOWN), ("Chandler Bing", None),
+     ("Andy", None)],
 )
 def test_label_kind(label, kind):
     assert label_kind(label) == kind
@@ -31,6 +32,11 @@ def test_case_variants_merge_to_the_common_spelling():
     m = SpeakerMap.build(Counter({"House": 50, "HOUSE": 3, "house ": 1, "MAN": 4}))
     assert (m("HOUSE"), m("house "), m("MAN")) == ("House", "House", "Man")
     assert m.counts == Counter({"House": 54, "Man": 4})
+
+
+def test_a_damaged_spelling_is_not_the_one_shown():
+    m = SpeakerMap.build(Counter({"JeffREY COLE": 40, "JEFFREY COLE": 2, "McCoy": 5}))
+    assert (m("JeffREY COLE"), m("McCoy")) == ("Jeffrey Cole", "McCoy"), "stray capitals in a label, not a name's own"
 
 
 def test_first_name_merges_only_when_unambiguous():

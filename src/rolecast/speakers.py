@@ -42,7 +42,7 @@ def clean_label(raw: str) -> str:
 def label_kind(label: str) -> str | None:
     """NARRATION / GROUP / UNKNOWN for non-character labels, None for a character."""
     key = label.casefold().strip("#").strip()
-    if key in UNKNOWN_LABELS:
+    if key in UNKNOWN_LABELS or not any(c.isalnum() for c in key):  # "]", "--": debris, not a name
         return UNKNOWN
     if key in NARRATION_LABELS:
         return NARRATION
@@ -51,9 +51,12 @@ def label_kind(label: str) -> str | None:
     return None
 
 
+_STRAY_CAPS = re.compile(r"[a-z][A-Z]{2,}")  # "JeffREY COLE": a damaged spelling, not McCoy or DeLuca
+
+
 def _display(variants: Counter) -> str:
-    """The spelling to show: the commonest one that is not ALL CAPS, else Title Case."""
-    mixed = [(n, v) for v, n in variants.items() if not v.isupper()]
+    """The spelling to show: the commonest one that is not ALL CAPS nor damaged, else Title Case."""
+    mixed = [(n, v) for v, n in variants.items() if not v.isupper() and not _STRAY_CAPS.search(v)]
     if mixed:
         return max(mixed)[1]
     return max((n, v) for v, n in variants.items())[1].title()
