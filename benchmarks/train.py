@@ -53,6 +53,7 @@ def setup(spec: dict):
     """Tokenizer, the base model, the sampled rows and common settings."""
     import torch
 
+    from rolecast import base_model as B
     from rolecast import train as T
     from rolecast.pack import Pack
     from rolecast.settings import TrainSettings
@@ -60,11 +61,11 @@ def setup(spec: dict):
     torch.set_num_threads(os.cpu_count() or 1)
     common = {k: spec[k] for k in ("batch_size", "grad_accum", "max_length", "max_context_turns") if spec.get(k)}
     settings = TrainSettings(**common)
-    source, kwargs, _ = T.resolve_base(settings.base)
-    tokenizer = T.load_tokenizer(source, kwargs)
+    source, kwargs, _ = B.resolve_base(settings.base)
+    tokenizer = B.load_tokenizer(source, kwargs)
     data = T.load_rows(Pack.open(spec["pack"]), "train", tokenizer, settings,
                        limit=(spec["steps"] + spec.get("warmup", 0)) * settings.batch_size * settings.grad_accum)
-    return tokenizer, T.load_model(source, kwargs, "cpu", False), data, common
+    return tokenizer, B.load_model(source, kwargs, "cpu", False), data, common
 
 
 def trainer_for(cfg: dict, model, tokenizer, data, common: dict, steps: int, out: str):

@@ -67,8 +67,9 @@ def trained_lora(sample_pack, tmp_path_factory):
     """The sample pack with a LoRA trained by rolecast train (a few steps at a high rate, to move the model)."""
     pytest.importorskip("torch")
     peft = pytest.importorskip("peft")
+    from rolecast.base_model import load_model, resolve_base
     from rolecast.settings import TrainSettings
-    from rolecast.train import load_model, resolve_base, train
+    from rolecast.train import train
 
     pack_dir = tmp_path_factory.mktemp("lora") / "maggie"
     shutil.copytree(sample_pack, pack_dir)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLE_SCRIPT
+from rolecast.base_model import resolve_base
 from rolecast.errors import EmptyResultError, ModelError, PackError, TrainingError
 from rolecast.files import read_json, write_json
 from rolecast.pack import Pack
@@ -25,7 +26,6 @@ from rolecast.train import (
     check_disk,
     conversation,
     fit,
-    resolve_base,
     resume_options,
     run_trainer,
     train,
@@ -92,7 +92,7 @@ def test_training_uses_the_system_prompt_the_chat_engine_sends():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from rolecast.train import load_tokenizer
+    from rolecast.base_model import load_tokenizer
 
     source, kwargs, _ = resolve_base(None)
     return load_tokenizer(source, kwargs)

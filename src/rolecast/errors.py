@@ -110,6 +110,12 @@ class BackendError(RolecastError):
     kind = "server_error"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors can run to pages), else its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def require(module: str, extra: str):
     """Import an optional dependency, or say which extra installs it."""
     import importlib

@@ -53,8 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .base_model import half_dtype, load_model, load_tokenizer, resolve_base
 from .card import render
-from .errors import EmptyResultError, ModelError, SettingsError, TrainingError, require
+from .errors import EmptyResultError, SettingsError, TrainingError, require
 from .examples import read_examples
 from .files import atomic_dir, atomic_write, read_json, sha256, write_json
 from .pack import Pack
@@ -158,83 +159,6 @@ def load_rows(pack: Pack, split: str, tokenizer, settings: TrainSettings, limit:
     fitted = [fit(conversation(ex, system, settings.max_context_turns), count, settings.max_length) for ex in examples]
     kept = [f for f in fitted if f is not None]
     return Rows([r for r, _ in kept], [n for _, n in kept], len(fitted) - len(kept), path if path.exists() else None)
-
-
-# ----------------------------------------------------------------------------- the base model
-
-
-def resolve_base(base: str | None) -> tuple[str, dict, Path | None]:
-    """``--base`` → (what ``from_pretrained`` takes, its extra arguments, the GGUF file if it is one)."""
-    from .backends.hf import resolve_model
-
-    source, kwargs = resolve_model(base)
-    gguf = Path(source, kwargs["gguf_file"]) if "gguf_file" in kwargs else None
-    return source, kwargs, gguf
-
-
-def load_tokenizer(source: str, kwargs: dict):
-    """The base's tokenizer; a GGUF's is converted once (14 s for SmolLM2) and cached."""
-    transformers = require("transformers", "train")
-    if "gguf_file" not in kwargs:
-        return _from_pretrained(transformers.AutoTokenizer, source, kwargs)
-    gguf = Path(source, kwargs["gguf_file"])
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}".encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rolecast" / "gguf-tokenizers" / key
-    if (cache / "tokenizer_config.json").exists():
-        return transformers.AutoTokenizer.from_pretrained(str(cache))
-    tokenizer = _from_pretrained(transformers.AutoTokenizer, source, kwargs)
-    with contextlib.suppress(OSError), atomic_dir(cache) as tmp:  # a read-only home costs the next run the conversion
-        tokenizer.save_pretrained(str(tmp))
-    return tokenizer
-
-
-def load_model(source: str, kwargs: dict, device: str, qlora: bool):
-    transformers = require("transformers", "train")
-    torch = require("torch", "train")
-    extra: dict[str, Any] = {"dtype": _half(torch) if device == "cuda" else torch.float32}
-    if qlora:
-        require("bitsandbytes", "train")
-        extra["quantization_config"] = transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=_half(torch))
-    if device == "cuda" and importlib.util.find_spec("flash_attn"):
-        extra["attn_implementation"] = "flash_attention_2"  # keeps the examples of a padding-free row apart
-    if "gguf_file" in kwargs:  # dense weights: LoRA wraps nn.Linear, not GGUF's packed blocks
-        extra["quantization_config"] = transformers.GgufConfig(dequantize=True)
-    model = _from_pretrained(transformers.AutoModelForCausalLM, source, {**kwargs, **extra})
-    if "gguf_file" in kwargs:
-        # Dequantized, the model is a plain fp32 one; the Trainer refuses anything still flagged GGUF-quantized.
-        model.hf_quantizer = None
-        model.config.__dict__.pop("quantization_config", None)
-    return model
-
-
-def _half(torch):
-    """bf16 where the GPU has it (Ampere and later), else fp16."""
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _from_pretrained(cls, source: str, kwargs: dict):
-    from .backends.hf import _fast_gguf_loading
-
-    what = f"{source}/{kwargs['gguf_file']}" if "gguf_file" in kwargs else source
-    try:
-        with _fast_gguf_loading():
-            return cls.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        if kwargs.get("local_files_only"):
-            raise ModelError(f"base model {source} not found locally",
-                             f"download it first with `huggingface-cli download {source}` or pass a local folder or .gguf") from None
-        raise ModelError(f"could not load the base model {what} ({_first_line(exc)})") from None
-    except (ValueError, KeyError, NotImplementedError, TypeError) as exc:
-        raise ModelError(f"could not load the base model {what}: unsupported architecture or format ({_first_line(exc)})",
-                         "pass a causal language model that transformers supports (GGUF: llama, mistral, qwen2, ...)") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def lora_parameters(model, settings: TrainSettings) -> int:
@@ -369,7 +293,7 @@ def sft_config(settings: TrainSettings, out: Path, device: str, evaluate: bool, 
         eval_strategy="steps" if evaluate else "no", eval_steps=settings.eval_steps,
         save_strategy="steps", save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
         load_best_model_at_end=early, metric_for_best_model="eval_loss", greater_is_better=False,
-        bf16=device == "cuda" and _half(torch) is torch.bfloat16, fp16=device == "cuda" and _half(torch) is torch.float16, use_cpu=device == "cpu", **{gc_name: gc},
+        bf16=device == "cuda" and half_dtype(torch) is torch.bfloat16, fp16=device == "cuda" and half_dtype(torch) is torch.float16, use_cpu=device == "cpu", **{gc_name: gc},
         seed=settings.seed, data_seed=settings.seed, completion_only_loss=True, dataset_num_proc=None,
         **batching(pick_strategy(settings, device), settings, mean_length))
 

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import MessageError, ModelError, SettingsError, require
+from ..errors import MessageError, ModelError, SettingsError, first_line, require
 from ..settings import BackendSettings, GenerationSettings
 from .base import Backend, Completion, Message, StopScanner
 from .llamacpp import _CHATML, DRY_BREAKERS, check_gguf, default_model_path
@@ -210,9 +210,9 @@ class TransformersBackend(Backend):
             if kwargs.get("local_files_only"):
                 raise ModelError(f"model {source} not found locally",
                                  f"download it first with `huggingface-cli download {source}` or pass a local folder") from None
-            raise ModelError(f"transformers could not load {what} ({_first_line(exc)})") from None
+            raise ModelError(f"transformers could not load {what} ({first_line(exc)})") from None
         except (ValueError, KeyError, NotImplementedError) as exc:
-            raise ModelError(f"transformers could not load {what} ({_first_line(exc)})",
+            raise ModelError(f"transformers could not load {what} ({first_line(exc)})",
                              "check that it is a causal language model, or use --backend llamacpp for GGUF files") from None
         return tokenizer, model.to(self.device).eval()
 
@@ -224,7 +224,7 @@ class TransformersBackend(Backend):
         try:
             model = peft.PeftModel.from_pretrained(self.model, adapter)
         except (ValueError, KeyError, RuntimeError) as exc:
-            raise ModelError(f"the LoRA adapter {adapter} does not fit the model {self.source} ({_first_line(exc)})",
+            raise ModelError(f"the LoRA adapter {adapter} does not fit the model {self.source} ({first_line(exc)})",
                              "train it on this base model") from None
         # Merged weights run at the base model's speed; one backend serves one adapter.
         self.model = model.merge_and_unload().eval()
@@ -355,8 +355,3 @@ class TransformersBackend(Backend):
     def close(self) -> None:
         if self.__dict__.pop("model", None) is not None and self.device.type == "cuda":
             self.torch.cuda.empty_cache()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
