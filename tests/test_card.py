@@ -10,7 +10,6 @@ import base64
 import csv
 import json
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -328,7 +327,5 @@ def test_real_friends_chandler_card_and_house_phrases():
     assert ours["stats"]["partners"], "Chandler has partners"
     assert card["data"]["first_mes"] and card["data"]["mes_example"].count("<START>") == 3, "greeting and examples"
     house = house_script()
-    start = time.perf_counter()
     phrases = signature_phrases(house, "House")
-    print(f"signature_phrases on 8 House seasons ({len(house.lines):,} lines): {time.perf_counter() - start:.2f} s")
     assert phrases, "House has signature phrases"

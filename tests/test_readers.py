@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -427,11 +426,8 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="no ../shared/data in 
 @needs_data
 @pytest.mark.parametrize(("name", "fmt", "lines", "skipped"), REAL)
 def test_real_corpora(name, fmt, lines, skipped):
-    start = time.perf_counter()
     result = read_file(DATA / name, SETTINGS)
-    elapsed = time.perf_counter() - start
     assert (result.format, len(result.lines), result.skipped) == (fmt, lines, skipped), name
-    assert elapsed < 10, f"{name} took {elapsed:.1f}s"  # about 0.05 s (house) to 0.4 s (friends) on a laptop
 
 
 @needs_data

