@@ -11,9 +11,11 @@ so a dot product is the cosine similarity. Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +55,33 @@ class Embedder:
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=progress,
-        )
+        with _one_thread() if len(texts) <= SMALL_BATCH else contextlib.nullcontext():
+            vectors = self.model.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
         return vectors.astype(np.float32, copy=False)
+
+
+#: Up to this many texts (a chat query, a few candidates) are embedded on one thread.
+SMALL_BATCH = 16
+_threads_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """torch on one thread for a short query: with llama.cpp in the process, torch's two-thread pool took
+    24-35 ms (p95 over 100 ms) per House retrieval query on two cores, one thread 14 ms (benchmarks/chat.py).
+    torch's thread count is process-wide, hence the lock; a concurrent torch job runs on one thread meanwhile."""
+    import torch
+
+    with _threads_lock:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def _quiet_transformers() -> None:
