@@ -132,7 +132,9 @@ def main() -> None:
                                     "--db", f"{tmp}/bench.db", "--rate-limit", "0", "--max-queue", "256",
                                     "--dry-multiplier", "0", "--no-adapter"], ours),
             ("bare", lambda p: [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-                                "--port", str(p), "--n_ctx", "2048", "--n_threads", threads, "--model_alias", "bare"], bare),
+                                "--port", str(p), "--n_ctx", "2048", "--n_threads", threads, "--model_alias", "bare",
+                                # By default a new request aborts the one in flight: queue them, as rolecast does.
+                                "--interrupt_requests", "False"], bare),
         ]:
             port = free_port()
             proc = start(cmd_of(port), port)
