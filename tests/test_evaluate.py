@@ -72,3 +72,18 @@ def test_unknown_variant(sample_pack):
     with pytest.raises(Exception, match="unknown variant"):
         evaluate(Pack.open(sample_pack), EvalSettings(variants=["best"]), BackendSettings(backend="evalfake"),
                  GenerationSettings())
+
+
+def test_every_variant_prompt_fits_the_context_even_for_a_huge_message(sample_pack):
+    """The probes include a 3,000-word message: the bare base variant must be fitted like the Performer's prompt."""
+    from rolecast.evaluate import VARIANTS, variant_messages
+    from rolecast.performer import Performer
+
+    backend = FakeBackend(BackendSettings(backend="fake", n_ctx=512))
+    performer = Performer(Pack.open(sample_pack), backend)
+    history = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "Fine."}]
+    for name in ("base", "prompt", "retrieval"):
+        messages = variant_messages(performer, VARIANTS[name], history, "lupus " * 3000)
+        assert backend.count_tokens(messages) <= 512 - performer.gen.max_tokens, f"{name} overflows the context"
+        assert messages[-1]["content"].startswith("lupus lupus"), f"{name} keeps the start of the message"
+    assert variant_messages(performer, VARIANTS["base"], [], "Hello.") == [{"role": "user", "content": "Hello."}]

@@ -37,6 +37,7 @@ from .pack import Pack
 from .performer import Performer, pack_adapter
 from .postprocess import _LINE_START_NAME, _PERSONA, _loops
 from .probes import probes
+from .prompt import build_prompt
 from .settings import BackendSettings, EvalSettings, GenerationSettings, PerformerSettings
 
 log = logging.getLogger(__name__)
@@ -143,9 +144,10 @@ class _Backends:
 
 
 def variant_messages(performer: Performer, variant: Variant, history: list[dict], message: str) -> list[dict]:
-    """The prompt a variant sends: the bare conversation for ``base``, the Performer's otherwise."""
+    """The prompt a variant sends: the bare conversation for ``base``, the Performer's otherwise; both fit the context."""
     if not variant.card:
-        return [*history, {"role": "user", "content": message}]
+        message = performer.check_message(message)[0]
+        return build_prompt(None, history, message, [], performer.backend, performer.perf, performer.gen).messages
     return performer.prompt(history, message).messages
 
 

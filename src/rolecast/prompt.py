@@ -57,22 +57,30 @@ def example_turns(examples: list[Exchange]) -> list[Message]:
     return turns
 
 
-def build_prompt(card: dict, history: list[Message], message: str, examples: list[Exchange], backend: Backend,
-                 perf: PerformerSettings, gen: GenerationSettings, user: str = "User") -> Prompt:
+def system_turns(card: dict | None, perf: PerformerSettings, user: str = "User") -> tuple[list[Message], list[Message]]:
+    """The card's system turn, and the post-history turn that goes after the history (if it goes there)."""
+    if card is None:  # the bare model, as the evaluation's base variant runs it
+        return [], []
     data = card["data"]
-    char = data["name"]
     system = {"role": "system", "content": system_prompt(card, user)}
-    post_text = render(data.get("post_history_instructions", DEFAULT_POST) or "", char, user).strip()
+    post_text = render(data.get("post_history_instructions", DEFAULT_POST) or "", data["name"], user).strip()
     post = [{"role": "system", "content": post_text}] if post_text and perf.post_history == "after_history" else []
     if post_text and perf.post_history == "system":
         system["content"] += "\n\n" + post_text
+    return [system], post
+
+
+def build_prompt(card: dict | None, history: list[Message], message: str, examples: list[Exchange], backend: Backend,
+                 perf: PerformerSettings, gen: GenerationSettings, user: str = "User") -> Prompt:
+    """The turns to send, fitted to the context; ``card=None``: no system prompt at all."""
+    system, post = system_turns(card, perf, user)
     history = [m for m in history if m.get("content")][-perf.history_turns:] if perf.history_turns else []
     examples = [ex for ex in examples if ex.prompt]
     notices: list[str] = []
     budget = backend.n_ctx - gen.max_tokens - SAFETY_MARGIN
 
     def assemble(msg: str) -> list[Message]:
-        return [system, *example_turns(examples), *history, {"role": "user", "content": msg}, *post]
+        return [*system, *example_turns(examples), *history, {"role": "user", "content": msg}, *post]
 
     tokens = backend.count_tokens(assemble(message))
     while tokens > budget and history:

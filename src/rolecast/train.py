@@ -54,13 +54,12 @@ from typing import Any
 
 from . import __version__
 from .base_model import half_dtype, load_model, load_tokenizer, resolve_base
-from .card import render
 from .errors import EmptyResultError, SettingsError, TrainingError, require
 from .examples import read_examples
 from .files import atomic_dir, atomic_write, read_json, sha256, write_json
 from .pack import Pack
-from .prompt import DEFAULT_POST, system_prompt
-from .settings import TrainSettings
+from .prompt import system_turns
+from .settings import PerformerSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +85,7 @@ class TrainResult:
 
 def training_system_prompt(card: dict, user: str = "User") -> str:
     """The system turn the Performer sends by default: the card's system prompt, then its post-history instructions."""
-    data = card["data"]
-    post = render(data.get("post_history_instructions", DEFAULT_POST) or "", data["name"], user).strip()
-    text = system_prompt(card, user)
-    return f"{text}\n\n{post}" if post else text
+    return system_turns(card, PerformerSettings(post_history="system"), user)[0][0]["content"]
 
 
 def conversation(example: dict, system: str, max_turns: int) -> dict:
