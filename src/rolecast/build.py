@@ -109,15 +109,13 @@ def _run_prepare(plan: Plan) -> None:
 
 
 def _run_train(plan: Plan) -> None:
-    from .train import CHECKPOINTS, FIXED_ON_RESUME, RUN_FILE, last_checkpoint, train
+    from .train import CHECKPOINTS, changed_on_resume, last_checkpoint, train
 
     settings = plan.train
     folder = plan.out / CHECKPOINTS
-    if last_checkpoint(folder) is not None and (folder / RUN_FILE).exists():
-        saved = read_json(folder / RUN_FILE).get("settings", {})
-        if all(saved.get(k) == getattr(settings, k) for k in FIXED_ON_RESUME):
-            log.info("resuming the interrupted training run from %s", last_checkpoint(folder))
-            settings = settings.updated(resume=True)
+    if last_checkpoint(folder) is not None and changed_on_resume(folder, settings) == []:
+        log.info("resuming the interrupted training run from %s", last_checkpoint(folder))
+        settings = settings.updated(resume=True)
     result = train(plan.out, settings)
     log.info("trained %d steps (%s), eval loss %s", result.steps, result.stopped, result.eval_loss)
 

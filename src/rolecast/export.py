@@ -25,17 +25,14 @@ F16 for rows not a multiple of 32) or F16; norms stay F32.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError, PackError, require
-from .files import read_json
+from .files import atomic_path, read_json
 from .pack import Pack
 
 log = logging.getLogger(__name__)
@@ -73,7 +70,7 @@ def export(pack: Pack | str | Path, merged: str | None = None) -> dict[str, Path
     lora = load_lora(adapter)
     base = base_info(pack)
     target = pack.part("adapter_gguf")
-    with _atomic_file(target) as tmp:
+    with atomic_path(target) as tmp:
         write_adapter_gguf(gguf, lora, base, tmp, pack.character)
     pack.record("adapter_gguf", arch=base.arch, alpha=lora.alpha, tensors=2 * len(lora.pairs),
                 adapter_checksum=pack.info.get("parts", {}).get("adapter", {}).get("checksum"))
@@ -83,7 +80,7 @@ def export(pack: Pack | str | Path, merged: str | None = None) -> dict[str, Path
             raise ModelError("--merged needs a GGUF base; this pack's adapter was trained on a Hugging Face model",
                              "merge with PEFT (merge_and_unload, save_pretrained) and convert with llama.cpp's convert_hf_to_gguf.py")
         out["merged"] = pack.path / f"merged-{merged}.gguf"
-        with _atomic_file(out["merged"]) as tmp:
+        with atomic_path(out["merged"]) as tmp:
             write_merged_gguf(gguf, lora, base, merged, tmp)
         log.info("merged %s + LoRA into %s", base.gguf.name, out["merged"])
     return out
@@ -253,18 +250,3 @@ def _finish(writer) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-
-
-@contextlib.contextmanager
-def _atomic_file(target: Path) -> Iterator[Path]:
-    """A temp path beside ``target`` that replaces it once written (nothing half-written is ever left)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

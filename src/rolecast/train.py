@@ -420,12 +420,19 @@ def resume_checkpoint(out: Path, settings: TrainSettings) -> Path | None:
     if checkpoint is None:
         raise TrainingError(f"nothing to resume: no complete checkpoint in {out}", "start a new run without --resume")
     _drop_partial(out)
-    saved = _read_run(out).get("settings", {})
-    changed = [k for k in FIXED_ON_RESUME if k in saved and saved[k] != getattr(settings, k)]
+    changed = changed_on_resume(out, settings)
     if changed:
         raise TrainingError(f"cannot resume with changed {', '.join(changed)} (the checkpoints were trained with other values)",
                             "resume with the original values, or start a new run without --resume")
     return checkpoint
+
+
+def changed_on_resume(out: Path, settings: TrainSettings) -> list[str] | None:
+    """The settings of FIXED_ON_RESUME that differ from the checkpoints' run (None: no record of that run)."""
+    saved = _read_run(out).get("settings")
+    if saved is None:
+        return None
+    return [k for k in FIXED_ON_RESUME if k in saved and saved[k] != getattr(settings, k)]
 
 
 def _drop_partial(out: Path) -> None:
