@@ -47,8 +47,8 @@ def test_test_cases_take_the_last_line_said_to_the_character(sample_pack):
 def test_evaluate_writes_the_report(sample_pack):
     pack = Pack.open(sample_pack)
     REPLIES.replies.clear()
-    REPLIES.queue(*["Juno: no way.\nSit down before you fall down."] * 200)
-    settings = EvalSettings(variants=["base", "prompt", "retrieval", "rerank"], limit=4, bootstrap=50, probe_limit=3)
+    REPLIES.queue(*["Juno: no way.\nSit down before you fall down."] * 1000)
+    settings = EvalSettings(variants=["base", "prompt", "retrieval", "rerank"], limit=12, bootstrap=50, probe_limit=3)
     metrics = evaluate(pack, settings, BackendSettings(backend="evalfake"), GenerationSettings())
     assert list(metrics["variants"]) == ["base", "prompt", "retrieval", "rerank"]
     base = metrics["variants"]["base"]
@@ -60,12 +60,72 @@ def test_evaluate_writes_the_report(sample_pack):
     assert metrics["variants"]["retrieval"]["perplexity"]["mean"] <= metrics["variants"]["base"]["perplexity"]["mean"], \
         "more of the character's words in the prompt: the fake scorer finds the real reply likelier"
     folder = sample_pack / "eval"
-    for name in ("report.md", "metrics.json", "samples.jsonl", "style.png", "perplexity.png"):
+    for name in ("report.md", "metrics.json", "samples.jsonl", "coherence.png", "held_apart.png", "perplexity.png"):
         assert (folder / name).exists(), name
     report = (folder / "report.md").read_text()
     assert "| **rerank** |" in report and "## Ten exchanges" in report
-    assert json.loads((folder / "metrics.json").read_text())["examples"] == 4
+    for section in ("## The judges and their checks", "## Pairwise win rates", "## Replayed scenes",
+                    "## Knowledge probes"):
+        assert section in report, section
+    assert json.loads((folder / "metrics.json").read_text())["examples"] == 12
     assert pack.info["parts"]["eval"]["recommended"] == recommend(metrics)
+    for name, m in metrics["variants"].items():  # one constant reply everywhere: every judge must see it
+        assert m["scenes"]["self_repetition"] > 0.9, name
+        assert m["knowledge"]["probes"] > 0
+    info = metrics["judges"]
+    assert info["discriminator"]["real_vs_constant"]["auc"] >= 0.95
+    assert set(metrics["pairwise"]) == {"coherence", "held_apart", "style"}
+
+
+def test_an_untrusted_coherence_judge_is_hidden_and_not_used(sample_pack, monkeypatch):
+    from rolecast.evaluate_report import markdown
+    from rolecast.judges import Judges
+
+    real_fit = Judges.fit
+
+    def weak(*args, **kwargs):
+        judges = real_fit(*args, **kwargs)
+        judges.coherence_validation = {**judges.coherence_validation, "auc": 0.55}
+        return judges
+
+    monkeypatch.setattr(Judges, "fit", weak)
+    pack = Pack.open(sample_pack)
+    settings = EvalSettings(variants=["base", "prompt"], limit=4, bootstrap=20, probes=False, scenes=0,
+                            knowledge=False)
+    metrics = evaluate(pack, settings, BackendSettings(backend="evalfake"), GenerationSettings())
+    assert metrics["recommendation"]["judges"] == ["held_apart"]
+    assert "coherence failed validation" in metrics["recommendation"]["why"]
+    report = markdown(pack, metrics, {})
+    assert "(untrusted)" in report and "**not trusted**" in report and "**coherence**" not in report
+
+
+def test_a_failed_variant_keeps_the_finished_ones_and_a_rerun_resumes(sample_pack, monkeypatch):
+    import rolecast.evaluate as ev
+
+    pack = Pack.open(sample_pack)
+    settings = EvalSettings(variants=["base", "prompt"], limit=3, bootstrap=10, probes=False, scenes=0,
+                            knowledge=False, seed=99)
+    real_run = ev.run_variant
+    ran = []
+
+    def failing(performer, variant, *args):
+        ran.append(variant)
+        if variant == ev.VARIANTS["prompt"]:
+            raise KeyboardInterrupt
+        return real_run(performer, variant, *args)
+
+    monkeypatch.setattr(ev, "run_variant", failing)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(pack, settings, BackendSettings(backend="evalfake"), GenerationSettings())
+    ran.clear()
+    monkeypatch.setattr(ev, "run_variant", lambda performer, variant, *args: (ran.append(variant),
+                                                                              real_run(performer, variant, *args))[1])
+    metrics = evaluate(pack, settings, BackendSettings(backend="evalfake"), GenerationSettings())
+    assert ran == [ev.VARIANTS["prompt"]], "base was kept from the interrupted run"
+    assert list(metrics["variants"]) == ["base", "prompt"]
+    ran.clear()
+    evaluate(pack, settings.updated(resume=False), BackendSettings(backend="evalfake"), GenerationSettings())
+    assert len(ran) == 2, "--no-resume runs every variant again"
 
 
 def test_unknown_variant(sample_pack):

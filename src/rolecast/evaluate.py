@@ -18,6 +18,8 @@ with 95% bootstrap confidence intervals. Writes ``eval/report.md``, ``eval/metri
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -33,11 +35,23 @@ from .backends import Backend, create
 from .errors import PackError, SettingsError
 from .examples import read_examples
 from .files import atomic_dir, write_json
-from .pack import Pack
-from .performer import Performer, pack_adapter
-from .postprocess import _LINE_START_NAME, _PERSONA, _loops
+from .judges import (
+    COPY_MIN_WORDS,
+    TRUST,
+    CopyFinder,
+    Judges,
+    character_corpus,
+    discriminator,
+    mean_wins,
+    messages_context,
+    pairwise,
+)
+from .pack import Pack, slug
+from .performer import Performer, pack_adapter, repetition
+from .postprocess import breaks_persona, loops
 from .probes import probes
 from .prompt import build_prompt
+from .replay import answered, held_out_scenes, knowledge, replay
 from .settings import BackendSettings, EvalSettings, GenerationSettings, PerformerSettings
 
 log = logging.getLogger(__name__)
@@ -59,11 +73,12 @@ VARIANTS: dict[str, Variant] = {
     "lora": Variant(card=True, examples=4, adapter=True, candidates=1),
     "lora+rerank": Variant(card=True, examples=4, adapter=True, candidates=4),
 }
-PER_EXAMPLE = ("style", "rouge_l", "similarity", "words", "latency_s", "loop", "impersonation_raw", "impersonation")
+PER_EXAMPLE = ("coherence", "off_topic", "held_apart", "style", "copy", "rouge_l", "similarity", "words", "latency_s",
+               "loop", "impersonation_raw", "impersonation")
 
 
 def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: GenerationSettings) -> dict[str, Any]:
-    """Run every variant, write the report into ``pack/eval``, return the metrics."""
+    """Run every variant (reusing finished ones), judge them, write the report into ``pack/eval``, return the metrics."""
     unknown = [v for v in settings.variants if v not in VARIANTS]
     if unknown:
         raise SettingsError(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
@@ -71,11 +86,12 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
     from .embeddings import embedder
     from .style import StyleScorer
 
-    style = StyleScorer.load(pack)  # the judge; PackError naming the command when the pack has none
-    model = embedder()
+    style = StyleScorer.load(pack)  # the reranker's own classifier: shown, never trusted alone
+    scenes = held_out_scenes(pack, settings.scenes, settings.seed) if settings.scenes else []
+    asked = knowledge(pack) if settings.knowledge else []
+    cache = RunCache(pack, settings, backend, gen)
     backends = _Backends(pack, backend)
-    results: dict[str, Any] = {}
-    samples: dict[str, list[dict]] = {}
+    runs: dict[str, dict] = {}
     try:
         for name in settings.variants:
             variant = VARIANTS[name]
@@ -83,20 +99,75 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
                 log.warning("skipped variant %s: the pack has no adapter for the %s backend (rolecast train, then "
                             "rolecast export)", name, backend.backend)
                 continue
-            performer = backends.performer(variant)
-            log.info("eval %s: %d examples", name, len(cases))
-            rows = [run_case(performer, variant, case, gen.updated(seed=settings.seed + i)) for i, case in enumerate(cases)]
-            breaks = probe_breaks(performer, variant, gen, settings) if settings.probes else None
-            results[name] = summarise(rows, style, model, breaks, settings.bootstrap, settings.seed)
-            samples[name] = rows
+            run = cache.load(name) if settings.resume else None
+            if run is None:
+                run = run_variant(backends.performer(variant), variant, cases, scenes, asked, gen, settings)
+                cache.save(name, run)
+            else:
+                log.info("eval %s: reusing the finished run in %s", name, cache.folder)
+            runs[name] = run
     finally:
         backends.close()
-    real = [c["reply"] for c in cases]
-    ceiling = float(np.mean(style.score_many([c["message"] for c in cases], real))) if cases else 0.0
-    metrics = {"pack": pack.character, "examples": len(cases), "variants": results, "style_ceiling": ceiling,
-               "settings": settings.model_dump(), "generation": gen.model_dump()}
-    write_report(pack, metrics, samples, cases)
+    log.info("fitting the held-apart judges")
+    judges = Judges.fit(pack, settings.seed, embedder())
+    metrics = judge_runs(pack, runs, cases, judges, style, settings)
+    metrics["settings"], metrics["generation"] = settings.model_dump(), gen.model_dump()
+    if settings.votes:
+        from .votes import vote_summary
+
+        metrics["votes"] = vote_summary(settings.votes, pack.name, settings.bootstrap, settings.seed)
+    write_report(pack, metrics, {name: run["rows"] for name, run in runs.items()}, cases)
     return metrics
+
+
+def run_variant(performer: Performer, variant: Variant, cases: list[dict], scenes: list[dict], asked: list[dict],
+                gen: GenerationSettings, settings: EvalSettings) -> dict[str, Any]:
+    """Every reply a variant gives: test exchanges, probes, replayed scenes and knowledge probes."""
+    name = next(k for k, v in VARIANTS.items() if v == variant)
+    log.info("eval %s: %d exchanges, %d scenes, %d knowledge probes", name, len(cases), len(scenes), len(asked))
+    rows = [run_case(performer, variant, case, gen.updated(seed=settings.seed + i)) for i, case in enumerate(cases)]
+    breaks = probe_breaks(performer, variant, gen, settings) if settings.probes else None
+    played = []
+    for k, scene in enumerate(scenes):
+        def answer(line_id, history, message, real, turn, k=k):
+            case = {"id": line_id, "history": history, "message": message, "reply": real}
+            return run_case(performer, variant, case, gen.updated(seed=settings.seed + 101 * k + turn), score=False)
+        played += replay(scene, performer.pack.character, answer)
+    known = []
+    for i, probe in enumerate(asked):
+        case = {"id": f"knowledge{i}", "history": [], "message": probe["message"], "reply": "."}
+        row = run_case(performer, variant, case, gen.updated(seed=settings.seed + 13 * i), score=False)
+        known.append({**probe, "reply": row["reply"], "answered": answered(row["reply"], probe["expect"])})
+    return {"rows": rows, "breaks": breaks, "scenes": played, "knowledge": known}
+
+
+class RunCache:
+    """Finished variants of one evaluation setup, so that a failure or Ctrl-C keeps them and a re-run resumes.
+
+    Keyed by everything a variant's replies depend on: the settings (but the report-only
+    ones), the pack's examples, index, style classifier and adapter.
+    """
+
+    def __init__(self, pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: GenerationSettings):
+        parts = {p: pack.info.get("parts", {}).get(p, {}).get("checksum") for p in
+                 ("examples", "index", "style", "adapter", "adapter_gguf", "card")}
+        fixed = settings.model_dump(exclude={"variants", "bootstrap", "votes", "resume"})
+        blob = json.dumps([fixed, backend.model_dump(), gen.model_dump(), parts, CACHE_FORMAT], sort_keys=True,
+                          default=str)
+        self.folder = pack.path / ".eval-runs" / hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def load(self, name: str) -> dict | None:
+        path = self.folder / f"{slug(name)}.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        except ValueError:  # a damaged file is redone, not trusted
+            return None
+
+    def save(self, name: str, run: dict) -> None:
+        write_json(self.folder / f"{slug(name)}.json", run)
+
+
+CACHE_FORMAT = "rolecast-eval-run/1"
 
 
 def load_cases(pack: Pack, limit: int, seed: int) -> list[dict[str, Any]]:
@@ -151,7 +222,9 @@ def variant_messages(performer: Performer, variant: Variant, history: list[dict]
     return performer.prompt(history, message).messages
 
 
-def run_case(performer: Performer, variant: Variant, case: dict, gen: GenerationSettings) -> dict[str, Any]:
+def run_case(performer: Performer, variant: Variant, case: dict, gen: GenerationSettings,
+             score: bool = True) -> dict[str, Any]:
+    """A variant's reply to one case; with ``score``, also the log-likelihood of the real reply under its prompt."""
     start = time.perf_counter()
     if variant.card:
         reply = performer.reply(case["history"], case["message"], gen=gen)
@@ -163,16 +236,15 @@ def run_case(performer: Performer, variant: Variant, case: dict, gen: Generation
                                                 settings, n=1)[0]
         raw, text, tokens = completion.text, performer.post(completion.text).text or performer.fallback, completion.tokens
     seconds = time.perf_counter() - start
-    logprob, n = performer.backend.score_reply(variant_messages(performer, variant, case["history"], case["message"]),
-                                               case["reply"])
-    return {"id": case["id"], "message": case["message"], "real": case["reply"], "reply": text, "raw": raw,
-            "tokens": tokens, "latency_s": seconds, "nll": -logprob, "nll_tokens": n,
-            "loop": float(_loops(raw) != raw.strip()), "impersonation_raw": float(_impersonates(performer, raw)),
-            "impersonation": float(_impersonates(performer, text))}
-
-
-def _impersonates(performer: Performer, text: str) -> bool:
-    return bool(performer.post._other_line.search(text) or _LINE_START_NAME.search(text))
+    row = {"id": case["id"], "message": case["message"], "context": messages_context(case["history"], case["message"]),
+           "real": case["reply"], "reply": text, "raw": raw, "tokens": tokens, "latency_s": seconds,
+           "loop": float(loops(raw)), "impersonation_raw": float(performer.post.impersonates(raw)),
+           "impersonation": float(performer.post.impersonates(text))}
+    if score:
+        messages = variant_messages(performer, variant, case["history"], case["message"])
+        logprob, n = performer.backend.score_reply(messages, case["reply"])
+        row.update(nll=-logprob, nll_tokens=n)
+    return row
 
 
 def probe_breaks(performer: Performer, variant: Variant, gen: GenerationSettings, settings: EvalSettings) -> dict[str, float]:
@@ -182,9 +254,9 @@ def probe_breaks(performer: Performer, variant: Variant, gen: GenerationSettings
     raw_breaks = clean_breaks = 0
     for i, message in enumerate(messages):
         row = run_case(performer, variant, {"id": f"probe{i}", "history": [], "message": message, "reply": "."},
-                       gen.updated(seed=settings.seed + 7 * i))
-        raw_breaks += bool(_PERSONA.search(row["raw"]) or row["impersonation_raw"])
-        clean_breaks += bool(_PERSONA.search(row["reply"]) or row["impersonation"])
+                       gen.updated(seed=settings.seed + 7 * i), score=False)
+        raw_breaks += bool(breaks_persona(row["raw"]) or row["impersonation_raw"])
+        clean_breaks += bool(breaks_persona(row["reply"]) or row["impersonation"])
     return {"persona_break_raw": raw_breaks / len(messages), "persona_break": clean_breaks / len(messages),
             "probes": len(messages)}
 
@@ -224,11 +296,10 @@ def bootstrap(values: np.ndarray, stat, rounds: int, seed: int) -> tuple[float, 
     return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
 
 
-def summarise(rows: list[dict], style, model, breaks: dict | None, rounds: int, seed: int) -> dict[str, Any]:
+def summarise(rows: list[dict], encoder, rounds: int, seed: int) -> dict[str, Any]:
+    """Means with 95% bootstrap intervals of every per-example figure, perplexity, distinct-n and speed."""
     replies, reals = [r["reply"] for r in rows], [r["real"] for r in rows]
-    for row, s in zip(rows, style.score_many([r["message"] for r in rows], replies)):
-        row["style"] = float(s)
-    vectors = model.encode(replies + reals)
+    vectors = encoder.encode(replies + reals)
     sims = np.sum(vectors[: len(rows)] * vectors[len(rows):], axis=1)
     for row, sim in zip(rows, sims):
         row["similarity"] = float(sim)
@@ -244,9 +315,115 @@ def summarise(rows: list[dict], style, model, breaks: dict | None, rounds: int, 
     out["distinct_1"], out["distinct_2"] = distinct(replies, 1), distinct(replies, 2)
     seconds = sum(r["latency_s"] for r in rows)
     out["tokens_per_s"] = sum(r["tokens"] for r in rows) / seconds if seconds else 0.0
-    if breaks:
-        out.update(breaks)
     return out
+
+
+def judge_runs(pack: Pack, runs: dict[str, dict], cases: list[dict], judges: Judges, style,
+               settings: EvalSettings) -> dict[str, Any]:
+    """Every judge on every variant's replies and on the real replies; pairwise wins; the recommendation."""
+    rounds, seed, encoder = settings.bootstrap, settings.seed, judges.encoder
+    ids, messages = [c["id"] for c in cases], [c["message"] for c in cases]
+    real = [c["reply"] for c in cases]
+    contexts = [messages_context(c["history"], c["message"]) for c in cases]
+    copies = CopyFinder(character_corpus(pack))
+
+    def scores(replies: list[str]) -> dict[str, np.ndarray]:
+        return {"style": style.score_many(messages, replies), "held_apart": judges.style(ids, replies),
+                "coherence": judges.coherence(contexts, replies), "copy": copies.copies(replies)}
+
+    truth = scores(real)
+    floor = float(np.percentile(truth["coherence"], 10))
+    results: dict[str, Any] = {}
+    per_judge: dict[str, dict[str, np.ndarray]] = {key: {} for key in PAIRWISE}
+    for name, run in runs.items():
+        rows = run["rows"]
+        found = scores([r["reply"] for r in rows])
+        for i, row in enumerate(rows):
+            row.update({key: float(found[key][i]) for key in found})
+            row["off_topic"] = float(found["coherence"][i] < floor)
+        out = summarise(rows, encoder, rounds, seed)
+        out["discriminator"] = discriminator(encoder, real, [r["reply"] for r in rows], rounds, seed)
+        out.update(run.get("breaks") or {})
+        if run.get("scenes"):
+            out["scenes"] = scene_summary(run["scenes"], judges)
+        if run.get("knowledge"):
+            out["knowledge"] = knowledge_summary(run["knowledge"])
+        results[name] = out
+        for key in PAIRWISE:
+            per_judge[key][name] = found[key]
+    info = judge_info(pack, judges, truth, floor, encoder, real, rounds, seed)
+    metrics = {"pack": pack.character, "examples": len(cases), "variants": results, "judges": info,
+               "style_ceiling": float(np.mean(truth["style"])) if cases else 0.0,
+               "pairwise": {key: pairwise(per_judge[key], rounds, seed) for key in PAIRWISE}}
+    metrics["recommendation"] = recommendation(metrics)
+    return metrics
+
+
+#: Judges compared pairwise between variants; the first two steer the recommendation.
+PAIRWISE = ("coherence", "held_apart", "style")
+#: The held-apart style judge is used for the recommendation from this validation AUC on.
+STYLE_TRUST = 0.60
+
+
+def judge_info(pack: Pack, judges: Judges, truth: dict, floor: float, encoder, real: list[str], rounds: int,
+               seed: int) -> dict[str, Any]:
+    """Each judge's validation figures, with the real replies' scores for scale."""
+    report = {}
+    if pack.has("style"):
+        with contextlib.suppress(OSError, ValueError):
+            report = json.loads((pack.part("style") / "report.json").read_text(encoding="utf-8"))
+    n = len(real)
+    shuffled = [real[(i + 1) % n] for i in range(n)] if n else []
+    return {
+        "held_apart": {**judges.style_validation, "real_mean": _mean(truth["held_apart"]),
+                       "trusted": judges.style_validation["auc"] >= STYLE_TRUST, "bar": STYLE_TRUST},
+        "coherence": {**judges.coherence_validation, "real_mean": _mean(truth["coherence"]), "off_topic_floor": floor,
+                      "trusted": judges.coherence_trusted, "bar": TRUST},
+        "discriminator": {"real_vs_real": discriminator(encoder, real, real, rounds, seed),
+                          "real_vs_shuffled_real": discriminator(encoder, real, shuffled, rounds, seed),
+                          "real_vs_constant": discriminator(encoder, real, ["Hm."] * n, rounds, seed)},
+        "style": {"auc": report.get("roc_auc"), "method": report.get("method"), "real_mean": _mean(truth["style"])},
+        "copy": {"real_rate": _mean(truth["copy"]), "min_words": COPY_MIN_WORDS},
+    }
+
+
+def _mean(values) -> float:
+    return round(float(np.mean(values)), 4) if len(values) else 0.0
+
+
+def scene_summary(rows: list[dict], judges: Judges) -> dict[str, Any]:
+    """Replayed scenes: judges' scores by turn and their drift, self-repetition, impersonation per scene."""
+    replies = [r["reply"] for r in rows]
+    coherence = judges.coherence([r["context"] for r in rows], replies)
+    held = judges.style([r["id"] for r in rows], replies)
+    turns = np.array([r["turn"] for r in rows])
+    by_turn = {key: [round(float(v[turns == t].mean()), 4) for t in range(int(turns.max()) + 1)]
+               for key, v in (("coherence", coherence), ("held_apart", held))}
+    said: dict[str, list[str]] = {}
+    repeats = []
+    for r in rows:
+        earlier = said.setdefault(r["scene"], [])
+        if earlier:
+            repeats.append(repetition(r["reply"], earlier))
+        earlier.append(r["reply"])
+    scenes = sorted(said)
+    raw = {s for r in rows if r["impersonation_raw"] for s in [r["scene"]]}
+    clean = {s for r in rows if r["impersonation"] for s in [r["scene"]]}
+    return {"scenes": len(scenes), "turns": len(rows), "by_turn": by_turn,
+            "drift": {key: _slope(turns, v) for key, v in (("coherence", coherence), ("held_apart", held))},
+            "self_repetition": round(float(np.mean(repeats)), 4) if repeats else 0.0,
+            "impersonation_scenes_raw": len(raw) / len(scenes), "impersonation_scenes": len(clean) / len(scenes)}
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares change of a score per turn (0 when every row is one turn)."""
+    return round(float(np.polyfit(x, y, 1)[0]), 4) if len(set(x.tolist())) > 1 else 0.0
+
+
+def knowledge_summary(rows: list[dict]) -> dict[str, Any]:
+    topics = sorted({r["topic"] for r in rows})
+    by_topic = {t: float(np.mean([r["answered"] for r in rows if r["topic"] == t])) for t in topics}
+    return {"rate": float(np.mean([r["answered"] for r in rows])), "probes": len(rows), "by_topic": by_topic}
 
 
 # ----------------------------------------------------------------------------- report
@@ -267,10 +444,30 @@ def write_report(pack: Pack, metrics: dict, samples: dict[str, list[dict]], case
     pack.record("eval", recommended=best, examples=metrics["examples"], variants=list(metrics["variants"]))
 
 
-def recommend(metrics: dict) -> str | None:
-    """The variant to serve: best style among those that never impersonate after cleaning, then faster."""
+def recommendation(metrics: dict) -> dict[str, Any] | None:
+    """The variant to serve and why: among those that never impersonate after cleaning, the best mean pairwise
+    win rate on the trusted independent judges (coherence, held-apart style); ties go to the faster one."""
     variants = metrics["variants"]
-    ok = {k: v for k, v in variants.items() if v["impersonation"]["mean"] == 0} or variants
-    if not ok:
+    if not variants:
         return None
-    return max(ok, key=lambda k: (round(ok[k]["style"]["mean"], 3), -ok[k]["latency_s"]["mean"]))
+    info = metrics["judges"]
+    used = [k for k in ("coherence", "held_apart") if info[k]["trusted"]] or ["coherence", "held_apart"]
+    wins = {k: mean_wins(metrics["pairwise"][k], list(variants)) for k in used}
+    ok = [k for k, v in variants.items() if v["impersonation"]["mean"] == 0] or list(variants)
+    rank = {k: float(np.mean([wins[j][k] for j in used])) for k in ok}
+    best = max(ok, key=lambda k: (round(rank[k], 3), -variants[k]["latency_s"]["mean"]))
+    names = {"coherence": "coherence", "held_apart": "held-apart style"}
+    why = (f"mean pairwise win rate {rank[best]:.0%} on " + " and ".join(names[j] for j in used) + " ("
+           + ", ".join(f"{names[j]} {wins[j][best]:.0%}" for j in used) + ")")
+    if not all(info[k]["trusted"] for k in ("coherence", "held_apart")):
+        untrusted = [names[k] for k in ("coherence", "held_apart") if not info[k]["trusted"]]
+        why += "; " + " and ".join(untrusted) + " failed validation" + ("" if len(used) < 2 else ", used anyway")
+    if len(ok) < len(variants):
+        why += "; variants letting another speaker's line through are left out"
+    return {"variant": best, "why": why, "judges": used, "rank": rank}
+
+
+def recommend(metrics: dict) -> str | None:
+    """The recommended variant's name (see ``recommendation``)."""
+    found = metrics.get("recommendation")
+    return found["variant"] if found else None

@@ -1,8 +1,10 @@
 """The evaluation report: ``eval/report.md`` and its charts, from ``evaluate``'s metrics.
 
-Written so that a user reads one table and knows which variant to serve: every row a
-variant, every column a metric with its 95% bootstrap interval, the recommendation
-and the reason, then ten exchanges side by side.
+Written so that a sceptical user reads one table and knows which variant to serve and
+why: every row a variant, every column a judge with its 95% bootstrap interval, each
+judge's validation figure beside it (a judge that failed its check is shown as such),
+pairwise win rates, replayed scenes, knowledge probes, blind votes when given, then ten
+exchanges side by side.
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ from pathlib import Path
 
 from .pack import Pack
 
-COLUMNS = [  # (metric, header, format, higher is better)
-    ("style", "style", "{:.3f}", True),
-    ("rouge_l", "ROUGE-L", "{:.3f}", True),
-    ("similarity", "similarity", "{:.3f}", True),
-    ("perplexity", "perplexity", "{:.1f}", False),
-    ("words", "words", "{:.1f}", None),
-    ("latency_s", "latency s", "{:.2f}", False),
+COLUMNS = [  # (metric, header, format)
+    ("coherence", "coherence", "{:.3f}"),
+    ("off_topic", "off-topic", "{:.0%}"),
+    ("held_apart", "held-apart style", "{:.3f}"),
+    ("copy", "copies", "{:.0%}"),
+    ("perplexity", "perplexity", "{:.1f}"),
+    ("style", "reranker's style", "{:.3f}"),
+    ("similarity", "similarity", "{:.3f}"),
+    ("words", "words", "{:.1f}"),
+    ("latency_s", "latency s", "{:.2f}"),
 ]
-CHARTS = [("style", "style score (higher: more like the character)"), ("rouge_l", "ROUGE-L F1 vs the real reply"),
-          ("similarity", "embedding similarity to the real reply"), ("perplexity", "perplexity of the real reply"),
-          ("latency_s", "seconds per reply")]
+CHARTS = [("coherence", "coherence judge (higher: answers the context)"),
+          ("held_apart", "held-apart style judge (higher: more like the character)"),
+          ("perplexity", "perplexity of the real reply"), ("latency_s", "seconds per reply")]
+NAMES = {"coherence": "coherence", "held_apart": "held-apart style", "style": "reranker's style classifier"}
 
 
 def _cell(entry: dict, fmt: str) -> str:
@@ -33,41 +39,148 @@ def _cell(entry: dict, fmt: str) -> str:
     return value
 
 
+def _interval(entry: dict, fmt: str = "{:.3f}", key: str = "auc") -> str:
+    low, high = entry.get("ci", (float("nan"), float("nan")))
+    value = entry.get(key, float("nan"))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(low, float) and not math.isnan(low):
+        return f"{fmt.format(value)} ({fmt.format(low)}–{fmt.format(high)})"
+    return fmt.format(value)
+
+
 def summary_table(metrics: dict) -> str:
-    head = ["variant"] + [h for _, h, _, _ in COLUMNS] + ["distinct-1/2", "loops", "impersonation raw → cleaned",
-                                                          "persona breaks raw → cleaned", "tokens/s"]
+    head = ["variant"] + [h for _, h, _ in COLUMNS] + ["discriminator AUC", "loops", "impersonation raw → cleaned",
+                                                      "persona breaks raw → cleaned", "knowledge"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    trusted = metrics["judges"]["coherence"]["trusted"]
     for name, m in metrics["variants"].items():
-        cells = [f"**{name}**"] + [_cell(m[key], fmt) for key, _, fmt, _ in COLUMNS]
-        cells.append(f"{m['distinct_1']:.2f} / {m['distinct_2']:.2f}")
+        cells = [f"**{name}**"]
+        for key, _, fmt in COLUMNS:
+            hidden = key in ("coherence", "off_topic") and not trusted
+            cells.append("(untrusted)" if hidden else _cell(m[key], fmt))
+        cells.append(_interval(m["discriminator"]))
         cells.append(f"{m['loop']['mean']:.0%}")
         cells.append(f"{m['impersonation_raw']['mean']:.0%} → {m['impersonation']['mean']:.0%}")
-        breaks = f"{m['persona_break_raw']:.0%} → {m['persona_break']:.0%}" if "persona_break" in m else "–"
-        cells += [breaks, f"{m['tokens_per_s']:.0f}"]
+        cells.append(f"{m['persona_break_raw']:.0%} → {m['persona_break']:.0%}" if "persona_break" in m else "–")
+        cells.append(f"{m['knowledge']['rate']:.0%}" if "knowledge" in m else "–")
         rows.append("| " + " | ".join(cells) + " |")
-    rows.append(f"| *real replies* | {metrics['style_ceiling']:.3f} |" + " |" * (len(head) - 2))
+    info = metrics["judges"]
+    real = {"coherence": f"{info['coherence']['real_mean']:.3f}" if trusted else "(untrusted)",
+            "off_topic": "10% by definition" if trusted else "", "held_apart": f"{info['held_apart']['real_mean']:.3f}",
+            "copy": f"{info['copy']['real_rate']:.0%}", "style": f"{info['style']['real_mean']:.3f}"}
+    cells = ["*real replies*"] + [real.get(k, "") for k, _, _ in COLUMNS] + ["0.5 by definition"]
+    rows.append("| " + " | ".join(cells + [""] * (len(head) - len(cells))) + " |")
     return "\n".join(rows)
 
 
-def markdown(pack: Pack, metrics: dict, samples: dict[str, list[dict]]) -> str:
-    from .evaluate import recommend
+def judges_section(metrics: dict) -> list[str]:
+    info = metrics["judges"]
+    ha, co, disc, st = info["held_apart"], info["coherence"], info["discriminator"], info["style"]
+    verdict = lambda j: "**trusted**" if j["trusted"] else f"**not trusted** (below {j['bar']:.2f})"  # noqa: E731
+    lines = ["## The judges and their checks", "",
+             "| judge | what it is | its check | result |", "|---|---|---|---|",
+             f"| coherence | logistic regression on MiniLM embeddings of (context, reply), learned from the scripts: "
+             f"the real next line vs the character's line from another scene ({co['train_pairs']:,} train/validation pairs) | real vs "
+             f"shuffled replies of the character on the test episodes ({co['pairs']:,} pairs), AUC | "
+             f"{co['auc']:.3f} — {verdict(co)} |",
+             f"| held-apart style | logistic regression on MiniLM embeddings, fitted only on test episodes "
+             f"(never seen by the reranker's classifier), cross-fitted over {ha['groups']} groups; never loaded by "
+             f"the chat | the character's test lines vs other speakers' ({ha['lines']:,} lines), out-of-fold AUC | "
+             f"{ha['auc']:.3f} — {verdict(ha)}; mean on the character's lines {ha['character_mean']:.3f}, on others' "
+             f"{ha['other_mean']:.3f} |",
+             f"| discriminator | per variant, a classifier cross-validated to tell its replies from the real ones "
+             f"(0.5: indistinguishable, 1.0: trivially a bot) | real vs real / vs shuffled real / vs a constant "
+             f"reply | {_interval(disc['real_vs_real'])} / {_interval(disc['real_vs_shuffled_real'])} / "
+             f"{_interval(disc['real_vs_constant'])} |",
+             f"| copies | replies of {info['copy']['min_words']}+ words repeating a training or retrieval line "
+             f"near-verbatim | the real test replies | {info['copy']['real_rate']:.0%} |",
+             f"| reranker's style | the pack's own classifier ({st.get('method') or '?'}), which the `rerank` variants "
+             f"maximise: shown for reference, not used to choose | its test AUC | "
+             + (f"{st['auc']:.3f} |" if st.get("auc") is not None else "– |"), ""]
+    return lines
 
-    best = recommend(metrics)
-    variants = metrics["variants"]
+
+def pairwise_section(metrics: dict) -> list[str]:
+    lines = ["## Pairwise win rates", "",
+             "On the same test exchanges, how often the first variant's reply scores above the second's (ties "
+             "count half), with 95% bootstrap intervals; an interval that excludes 50% is a real difference.", ""]
+    for key, pairs in metrics["pairwise"].items():
+        if not pairs:
+            continue
+        if key == "coherence" and not metrics["judges"]["coherence"]["trusted"]:
+            continue
+        lines += [f"**{NAMES[key]}**", "", "| pair | first wins |", "|---|---|"]
+        for p in pairs.values():
+            lines.append(f"| {p['a']} vs {p['b']} | {_interval(p, '{:.0%}', 'win')} |")
+        lines.append("")
+    return lines
+
+
+def scenes_section(metrics: dict) -> list[str]:
+    found = {n: m["scenes"] for n, m in metrics["variants"].items() if "scenes" in m}
+    if not found:
+        return []
+    lines = ["## Replayed scenes", "",
+             "Held-out scenes played turn by turn: the other characters' real lines as the user, the variant's own "
+             "earlier replies in the history. Drift is the change of a judge's score per turn (negative: it gets "
+             "worse as the scene goes on).", "",
+             "| variant | scenes / turns | coherence by turn | coherence drift | held-apart drift | self-repetition | "
+             "scenes with impersonation raw → cleaned |", "|---|---|---|---|---|---|---|"]
+    for name, s in found.items():
+        by_turn = " ".join(f"{v:.2f}" for v in s["by_turn"]["coherence"])
+        lines.append(f"| **{name}** | {s['scenes']} / {s['turns']} | {by_turn} | {s['drift']['coherence']:+.3f} | "
+                     f"{s['drift']['held_apart']:+.3f} | {s['self_repetition']:.0%} | "
+                     f"{s['impersonation_scenes_raw']:.0%} → {s['impersonation_scenes']:.0%} |")
+    return lines + [""]
+
+
+def knowledge_section(metrics: dict, samples_knowledge: dict | None = None) -> list[str]:
+    found = {n: m["knowledge"] for n, m in metrics["variants"].items() if "knowledge" in m}
+    if not found:
+        return []
+    topics = sorted({t for k in found.values() for t in k["by_topic"]})
+    lines = ["## Knowledge probes", "",
+             "Questions whose answers are mined from the pack (the character's name, the people they talk with and "
+             "about, the proper nouns they use most), answered by string match.", "",
+             "| variant | all | " + " | ".join(topics) + " |", "|---|---|" + "---|" * len(topics)]
+    for name, k in found.items():
+        lines.append(f"| **{name}** | {k['rate']:.0%} ({k['probes']}) | "
+                     + " | ".join(f"{k['by_topic'].get(t, 0):.0%}" for t in topics) + " |")
+    return lines + [""]
+
+
+def votes_section(metrics: dict) -> list[str]:
+    votes = metrics.get("votes")
+    if not votes:
+        return []
+    lines = ["## Blind votes (web chat)", "",
+             f"{votes['votes']} votes from `rolecast serve --blind` ({votes['ties']} ties counted half), win rates "
+             "with 95% intervals:", "", "| pair | first wins | votes |", "|---|---|---|"]
+    for p in votes["pairs"].values():
+        lines.append(f"| {p['a']} vs {p['b']} | {_interval(p, '{:.0%}', 'win')} | {p['n']} |")
+    return lines + [""]
+
+
+def markdown(pack: Pack, metrics: dict, samples: dict[str, list[dict]]) -> str:
+    rec = metrics.get("recommendation")
+    best = rec["variant"] if rec else None
     lines = [f"# Evaluation — {pack.character} ({pack.show})", "",
              f"{metrics['examples']} exchanges from the test episodes (never trained on, never retrieved); "
              "95% bootstrap intervals in brackets.", "", summary_table(metrics), ""]
-    if best:
-        floor = variants.get("base", {}).get("style", {}).get("mean")
-        lines += [f"**Serve `{best}`**: the highest style score among the variants that never let another speaker's "
-                  f"line through after cleaning (style {variants[best]['style']['mean']:.3f}; real replies "
-                  f"{metrics['style_ceiling']:.3f}" + (f"; base model {floor:.3f})." if floor is not None else ")."), ""]
-    lines += ["What the columns mean: *style* is the pack's style classifier (probability the reply is the "
-              "character's); *ROUGE-L* and *similarity* compare with the real reply; *perplexity* is that of the "
-              "real reply under the variant's prompt (lower: the model expects what the character said); "
-              "*impersonation* counts replies carrying another speaker's line, before and after post-processing; "
-              "*persona breaks* count probe replies that say they are an AI or speak as someone else.", "",
-              "![style](style.png) ![perplexity](perplexity.png) ![latency](latency_s.png)", "",
+    if rec:
+        lines += [f"**Serve `{best}`**: {rec['why']}.", ""]
+    lines += ["What the columns mean: *coherence* is the probability that the reply answers its context (the "
+              "coherence judge), *off-topic* the share of replies below the real replies' 10th percentile on it; "
+              "*held-apart style* is the probability that the character said it, by a judge the chat never uses; "
+              "*copies* are near-verbatim repeats of training or retrieval lines; *perplexity* is that of the real "
+              "reply under the variant's prompt; *reranker's style* is the pack's classifier that `rerank` "
+              "maximises (shown, not trusted); the *discriminator AUC* says how easily a classifier tells the "
+              "variant's replies from the real ones (0.5 is best); *impersonation* counts replies carrying another "
+              "speaker's line, *persona breaks* probe replies that say they are an AI.", ""]
+    lines += judges_section(metrics) + pairwise_section(metrics) + scenes_section(metrics) + knowledge_section(metrics)
+    lines += votes_section(metrics)
+    lines += ["![coherence](coherence.png) ![held-apart style](held_apart.png) ![perplexity](perplexity.png)", "",
               "## Ten exchanges", ""]
     lines += exchanges(samples, best)
     return "\n".join(lines) + "\n"
@@ -94,6 +207,8 @@ def charts(metrics: dict, folder: Path) -> None:
     from matplotlib.figure import Figure
 
     names = list(metrics["variants"])
+    real = {"coherence": metrics["judges"]["coherence"]["real_mean"],
+            "held_apart": metrics["judges"]["held_apart"]["real_mean"]}
     for key, title in CHARTS:
         fig = Figure(figsize=(7, 3.6), dpi=110)
         FigureCanvasAgg(fig)
@@ -103,8 +218,8 @@ def charts(metrics: dict, folder: Path) -> None:
         low = [max(0.0, m - c[0]) if not math.isnan(c[0]) else 0 for m, c in zip(means, cis)]
         high = [max(0.0, c[1] - m) if not math.isnan(c[1]) else 0 for m, c in zip(means, cis)]
         ax.bar(names, means, yerr=[low, high], capsize=4, color="#4C72B0")
-        if key == "style":
-            ax.axhline(metrics["style_ceiling"], color="#C44E52", linestyle="--", label="real replies")
+        if key in real:
+            ax.axhline(real[key], color="#C44E52", linestyle="--", label="real replies")
             ax.legend(loc="lower right")
         ax.set_title(title)
         fig.tight_layout()

@@ -115,6 +115,11 @@ class PostProcessor:
     def stream(self) -> StreamCleaner:
         return StreamCleaner(self)
 
+    # -- checks (the evaluation counts what the rules would remove) ----------------
+    def impersonates(self, text: str) -> bool:
+        """Whether the text carries another speaker's line (``Name:`` of the show, the user's, or any at a line start)."""
+        return bool(self._other_line.search(text) or _LINE_START_NAME.search(text))
+
     def _apply(self, text: str, rules: list[str] | None = None) -> str:
         steps = (("strip_name", self._strip_name), ("cut_speaker", self._cut_speaker), ("directions", _directions),
                  ("persona", _persona), ("loops", _loops))
@@ -187,6 +192,16 @@ def _persona(text: str) -> str:
     if not _PERSONA.search(text):
         return text
     return " ".join(s for s in split_sentences(text) if not _PERSONA.search(s))
+
+
+def breaks_persona(text: str) -> bool:
+    """Whether the text says it is an AI, a language model, an assistant."""
+    return bool(_PERSONA.search(text))
+
+
+def loops(text: str) -> bool:
+    """Whether the text repeats a phrase or a sentence (what the loop rule collapses)."""
+    return _loops(text) != text.strip()
 
 
 def _loops(text: str) -> str:

@@ -123,11 +123,15 @@ class EvalSettings(Settings):
     section: ClassVar[str] = "eval"
 
     variants: list[str] = Field(["base", "prompt", "retrieval", "lora", "lora+rerank"], description="Variants to compare (comma-separated): base, prompt, retrieval, rerank, lora, lora+rerank.", json_schema_extra={"comma": True})
-    limit: int = Field(200, ge=1, le=100_000, description="Test examples per variant.")
+    limit: int = Field(200, ge=1, le=100_000, description="Test exchanges per variant: every judge and every pairwise comparison uses the same ones.", json_schema_extra={"cli": ["--limit", "--pairs"]})
     seed: int = Field(13, description="Seed for the sample of examples and for sampling replies.")
     bootstrap: int = Field(1000, ge=0, le=100_000, description="Bootstrap resamples for the confidence intervals (0: none).")
     probes: bool = Field(True, description="Also measure persona breaks on the probe set.")
     probe_limit: int = Field(47, ge=1, le=1000, description="Probe messages per variant.")
+    scenes: int = Field(8, ge=0, le=1000, description="Held-out scenes replayed turn by turn per variant (drift, self-repetition, impersonation over scenes; 0: none).")
+    knowledge: bool = Field(True, description="Also ask the knowledge probes mined from the pack (names, partners, places).")
+    votes: str | None = Field(None, description="SQLite file of a 'rolecast serve --blind' run: its votes become win rates in the report.")
+    resume: bool = Field(True, description="Reuse the variants a previous run with the same settings finished (kept in PACK/.eval-runs).")
 
 
 class ServeSettings(Settings):
@@ -314,10 +318,11 @@ def click_options(cls: type[Settings], exclude: tuple[str, ...] = ()):
 
 
 def _option_decls(name: str, field) -> list[str]:
-    flag = (field.json_schema_extra or {}).get("cli") or "--" + name.replace("_", "-")
+    flags = (field.json_schema_extra or {}).get("cli") or "--" + name.replace("_", "-")
+    flags = [flags] if isinstance(flags, str) else list(flags)  # several: aliases of one option
     if _unwrap_optional(field.annotation) is bool and not name.startswith("no_"):
-        return [f"{flag}/--no-{name.replace('_', '-')}", name]
-    return [flag, name]  # a negative switch (--no-adapter) is a plain flag: no --no-no-adapter
+        return [f"{flags[0]}/--no-{name.replace('_', '-')}", name]
+    return [*flags, name]  # a negative switch (--no-adapter) is a plain flag: no --no-no-adapter
 
 
 def _option_kwargs(cls: type[Settings], name: str, field) -> dict[str, Any]:

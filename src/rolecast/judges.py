@@ -1,0 +1,423 @@
+"""Judges for ``rolecast eval`` that the reranker cannot game, each validated before it is trusted.
+
+    judges = Judges.fit(pack, seed=13)                      # ~1 minute on House (MiniLM embeddings of test lines)
+    judges.style_validation, judges.coherence_validation    # their AUCs on checks they could fail
+    judges.style(cases, replies)                            # P(the character said it), held apart
+    judges.coherence(contexts, replies)                     # P(the reply answers this context)
+    discriminator(real, replies)                            # can a classifier tell the bot from the character?
+    copy_rate(replies, corpus)                              # near-verbatim repeats of training/retrieval lines
+    pairwise(scores)                                        # win rates of every pair of variants, with intervals
+
+None of them is the pack's style classifier (``style/``), the scorer the ``rerank``
+variants maximise, and none is written into the pack or loaded by the Performer:
+
+- **Held-apart style**: logistic regression on the frozen all-MiniLM-L6-v2 embedding of a
+  line and 8 length and punctuation counts (not TF-IDF, not pair features), fitted only on lines of the *test* episodes —
+  which the pack's classifier never saw — by cross-fitting: the test episodes (or their
+  scenes, when there are few) fall into ``FOLDS`` groups and a reply is scored by the
+  model that did not see its episode. Its validation: out-of-fold AUC on the character's
+  test lines against other speakers' test lines.
+- **Coherence**: "is this the reply to this context?" — logistic regression on the
+  element-wise product and difference of the MiniLM embeddings of the context (the last
+  turns before the reply) and of the reply, learned from the scripts themselves: the real
+  next line of the character (1) against a real line of the same character from another
+  scene (0), on the train and validation episodes. Its validation: AUC of real vs
+  shuffled replies of the character on the test episodes; below ``TRUST`` (0.70) the
+  report does not show it as a metric.
+- **Discriminator**: per variant, a classifier (MiniLM embedding and a few surface
+  features) cross-validated to separate that variant's replies from the real replies to
+  the same contexts. AUC 0.5: indistinguishable; 1.0: trivially a bot. It is fitted to
+  each variant's own output, so no reranker can aim at it.
+- **Copy rate**: replies of 4+ words that repeat a line of the training or retrieval set
+  near-verbatim (same words, or character n-gram cosine >= 0.9).
+
+Measured (see ``docs/judges.md`` for the figures and how to re-run them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import zlib
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from .errors import EmptyResultError
+from .pack import Pack
+from .script import NON_CHARACTERS
+from .style import roc_auc, split_episodes
+
+log = logging.getLogger(__name__)
+
+#: Cross-fitting groups of the held-apart judge, and folds of the discriminator.
+FOLDS = 5
+#: A judge whose validation AUC is below this is reported as untrusted and not used.
+TRUST = 0.70
+#: Context turns the coherence judge reads before a reply (House: 1 turn 0.704 AUC, 2 0.711, 3 0.720).
+CONTEXT_TURNS = 3
+#: Lines per cross-fitting group when the test split's groups are scenes of a script without scene breaks.
+BLOCK = 200
+#: Near-verbatim: character n-gram TF-IDF cosine at least this (or the same words).
+COPY_COSINE = 0.9
+COPY_MIN_WORDS = 4
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Line:
+    id: str
+    group: str  # the cross-fitting unit: episode, or scene when the test split has few episodes
+    speaker: str
+    text: str
+    context: str  # the last CONTEXT_TURNS lines before it in its scene, one per line
+
+
+@dataclass
+class SplitLines:
+    """The lines of each split (2+ words, real speakers), in script order."""
+
+    lines: dict[str, list[Line]] = field(default_factory=dict)
+
+
+def context_text(turns: list[str]) -> str:
+    """What the coherence judge reads of a context: its last CONTEXT_TURNS turns, names dropped."""
+    kept = [re.sub(r"^[^:\n]{1,40}: ", "", t.strip()) for t in turns if t and t.strip()][-CONTEXT_TURNS:]
+    return "\n".join(kept)
+
+
+def messages_context(messages: list[dict], message: str | None = None) -> str:
+    """The coherence context of a chat history (and the message answered), as ``context_text`` reads it."""
+    turns = [line for m in messages for line in str(m.get("content", "")).split("\n")]
+    return context_text([*turns, message] if message else turns)
+
+
+def by_scene(pack: Pack) -> bool:
+    """Whether the cross-fitting groups are scenes (the test split has fewer than FOLDS episodes) or episodes."""
+    return len(split_episodes(pack).get("test", ())) < FOLDS
+
+
+def read_lines(pack: Pack) -> dict[str, list[Line]]:
+    """Every split's lines of real speakers with 2+ words, each with its scene context."""
+    episodes = split_episodes(pack)
+    split_of = {ep: name for name, eps in episodes.items() for ep in eps}
+    scenes = by_scene(pack)
+    out: dict[str, list[Line]] = {name: [] for name in episodes}
+    prev_key, scene = None, []
+    with open(pack.require("script"), encoding="utf-8") as fh:
+        for row in fh:
+            if not row.strip():
+                continue
+            line = json.loads(row)
+            key = (str(line["episode"]), str(line["scene"]))
+            if key != prev_key:
+                scene, prev_key = [], key
+            speaker, text = line["speaker"], line["text"]
+            split = split_of.get(key[0])
+            if split and speaker not in NON_CHARACTERS and len(text.split()) >= 2:
+                group = f"{key[0]}/{key[1]}/{int(line['index']) // BLOCK}" if scenes else key[0]
+                out[split].append(Line(f"{key[0]}-{key[1]}-{line['index']}", group, speaker, text,
+                                       context_text(scene[-CONTEXT_TURNS:])))
+            scene.append(text)
+    return out
+
+
+def fold_of(group: str, seed: int) -> int:
+    """A stable fold for a cross-fitting group (the same in every run with the same seed)."""
+    return zlib.crc32(f"{seed}:{group}".encode()) % FOLDS
+
+
+# ----------------------------------------------------------------------------- surface features
+
+
+def surface(texts: list[str]) -> np.ndarray:
+    """Length and punctuation of each text (what an embedding of meaning barely sees)."""
+    rows = []
+    for t in texts:
+        words = t.split()
+        rows.append((np.log1p(len(words)), np.log1p(len(t)), t.count("?"), t.count("!"), t.count(","),
+                     t.count("..."), sum(c.isupper() for c in t) / max(1, len(t)), t.rstrip()[-1:] == "?"))
+    return np.asarray(rows, dtype=np.float64).reshape(len(texts), 8)
+
+
+class Memo:
+    """An embedder that encodes each distinct text once (the judges see the same lines many times)."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if new:
+            self.vectors.update(zip(new, self.encoder.encode(new, batch_size=128)))
+        if not texts:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def _logistic(C: float = 1.0, seed: int = 13):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+
+
+# ----------------------------------------------------------------------------- the fitted judges
+
+
+class Judges:
+    """The held-apart style judge and the coherence judge of one pack, with their validation figures."""
+
+    def __init__(self, encoder, style_models: list, style_validation: dict, coherence_model,
+                 coherence_validation: dict, by_scene: bool, seed: int):
+        self.encoder = encoder
+        self.style_models = style_models
+        self.style_validation = style_validation
+        self.coherence_model = coherence_model
+        self.coherence_validation = coherence_validation
+        self.by_scene = by_scene
+        self.seed = seed
+
+    @property
+    def coherence_trusted(self) -> bool:
+        return self.coherence_validation.get("auc", 0.0) >= TRUST
+
+    @classmethod
+    def fit(cls, pack: Pack, seed: int = 13, encoder=None, max_coherence_pairs: int = 8_000) -> Judges:
+        from .embeddings import embedder
+
+        encoder = Memo(encoder or embedder())
+        lines = read_lines(pack)
+        test = lines.get("test") or []
+        if not test:
+            raise EmptyResultError(f"the pack {pack.path} has no test episodes to fit the held-apart judges on",
+                                   "re-run rolecast prepare with a test split (--split 0.8,0.1,0.1)")
+        style_models, style_validation = fit_style(test, pack.character, encoder, seed)
+        train = (lines.get("train") or []) + (lines.get("validation") or [])
+        coherence, coherence_validation = fit_coherence(train, test, pack.character, encoder, seed,
+                                                        max_coherence_pairs)
+        return cls(encoder, style_models, style_validation, coherence, coherence_validation, by_scene(pack), seed)
+
+    def group(self, line_id: str) -> str:
+        """The cross-fitting group of a test line, from its id (``episode-scene-index``, as examples name it)."""
+        episode, scene, index = [*line_id.rsplit("-", 2), "", ""][:3]
+        return f"{episode}/{scene}/{int(index) // BLOCK if index.isdigit() else index}" if self.by_scene else episode
+
+    def style(self, case_ids: list[str], replies: list[str]) -> np.ndarray:
+        """P(the character said it) for each reply, by the model that never saw the case's episode."""
+        if not replies:
+            return np.zeros(0)
+        x = style_features(self.encoder, replies)
+        folds = np.array([fold_of(self.group(c), self.seed) for c in case_ids])
+        out = np.zeros(len(replies))
+        for f, model in enumerate(self.style_models):
+            mask = folds == f
+            if mask.any():
+                out[mask] = model.predict_proba(x[mask])[:, 1]
+        return out
+
+    def coherence(self, contexts: list[str], replies: list[str]) -> np.ndarray:
+        """P(the reply answers the context) for each (context, reply) pair."""
+        if not replies:
+            return np.zeros(0)
+        return self.coherence_model.predict_proba(pair_matrix(self.encoder, contexts, replies))[:, 1]
+
+
+def style_features(encoder, texts: list[str]) -> np.ndarray:
+    """The held-apart judge's view of a line: its MiniLM embedding and its length and punctuation."""
+    return np.hstack([encoder.encode(texts).astype(np.float64), surface(texts)])
+
+
+def fit_style(test: list[Line], character: str, encoder, seed: int) -> tuple[list, dict]:
+    """Cross-fitted models on the test episodes' lines (the character's vs a balanced sample of others')."""
+    pos = [line for line in test if line.speaker == character]
+    neg = [line for line in test if line.speaker != character]
+    if len(pos) < 10 or len(neg) < 10:
+        raise EmptyResultError(f"the test episodes have {len(pos)} lines of {character} and {len(neg)} of others",
+                               "the held-apart judge needs 10 of each: give the test split more episodes")
+    rng = np.random.default_rng(seed)
+    neg = [neg[i] for i in sorted(rng.choice(len(neg), size=min(len(neg), len(pos)), replace=False))]
+    rows = pos + neg
+    y = np.array([1] * len(pos) + [0] * len(neg))
+    x = style_features(encoder, [r.text for r in rows])
+    folds = np.array([fold_of(r.group, seed) for r in rows])
+    oof = np.full(len(rows), 0.5)
+    models = []
+    for f in range(FOLDS):
+        held = folds == f
+        model = _logistic(C=0.5, seed=seed)
+        if len(set(y[~held].tolist())) < 2:  # a fold that holds everything: fit on all rows
+            model.fit(x, y)
+        else:
+            model.fit(x[~held], y[~held])
+        if held.any():
+            oof[held] = model.predict_proba(x[held])[:, 1]
+        models.append(model)
+    validation = {"auc": round(roc_auc(y, oof), 4), "lines": len(rows), "character_lines": len(pos),
+                  "groups": len({r.group for r in rows}), "other_mean": round(float(oof[y == 0].mean()), 4),
+                  "character_mean": round(float(oof[y == 1].mean()), 4)}
+    log.info("held-apart style judge: out-of-fold AUC %.3f on %d test lines", validation["auc"], len(rows))
+    return models, validation
+
+
+def pair_matrix(encoder, contexts: list[str], replies: list[str]) -> np.ndarray:
+    """Features of (context, reply) pairs: the element-wise products of the reply's embedding with the last
+    turn's and with the whole context's, and both cosines.
+
+    The embeddings alone are left out: against shuffled replies of the same character both
+    classes have the same contexts and the same replies, only the pairing differs. (House:
+    products and cosines 0.734 AUC; the whole context's product and difference 0.712.)
+    """
+    contexts = [ctx or "" for ctx in contexts]
+    c = encoder.encode(contexts).astype(np.float64)
+    last = encoder.encode([ctx.rsplit("\n", 1)[-1] for ctx in contexts]).astype(np.float64)
+    r = encoder.encode(replies).astype(np.float64)
+    return np.hstack([last * r, c * r, np.sum(last * r, axis=1, keepdims=True), np.sum(c * r, axis=1, keepdims=True)])
+
+
+def shuffled_pairs(lines: list[Line], character: str, seed: int, limit: int) -> tuple[list[str], list[str], np.ndarray]:
+    """The character's (context, real reply) pairs and as many (context, their reply in another scene) pairs."""
+    rows = [line for line in lines if line.speaker == character and line.context]
+    rng = np.random.default_rng(seed)
+    if len(rows) > limit // 2:
+        rows = [rows[i] for i in sorted(rng.choice(len(rows), size=limit // 2, replace=False))]
+    if len(rows) < 2:
+        return [], [], np.zeros(0)
+    scenes = [r.id.rsplit("-", 1)[0] for r in rows]
+    other = rng.permutation(len(rows))
+    for i in range(len(rows)):  # a reply from another scene: move off any match (a few passes suffice)
+        j = 0
+        while scenes[other[i]] == scenes[i] and j < 10:
+            k = rng.integers(len(rows))
+            other[i], other[k] = other[k], other[i]
+            j += 1
+    contexts = [r.context for r in rows] * 2
+    replies = [r.text for r in rows] + [rows[k].text for k in other]
+    return contexts, replies, np.array([1] * len(rows) + [0] * len(rows))
+
+
+def fit_coherence(train: list[Line], test: list[Line], character: str, encoder, seed: int,
+                  limit: int) -> tuple[Any, dict]:
+    """The coherence model, fitted on train+validation pairs and validated on the test episodes' pairs."""
+    contexts, replies, y = shuffled_pairs(train, character, seed, limit)
+    model = _logistic(C=0.02, seed=seed).fit(pair_matrix(encoder, contexts, replies), y)
+    t_ctx, t_rep, t_y = shuffled_pairs(test, character, seed + 1, 2000)
+    probs = model.predict_proba(pair_matrix(encoder, t_ctx, t_rep))[:, 1] if len(t_y) else np.zeros(0)
+    validation = {"auc": round(roc_auc(t_y, probs), 4) if len(t_y) else 0.0, "pairs": int(len(t_y)),
+                  "train_pairs": int(len(y))}
+    log.info("coherence judge: real vs shuffled AUC %.3f on %d test pairs", validation["auc"], len(t_y))
+    return model, validation
+
+
+# ----------------------------------------------------------------------------- discriminator
+
+
+def discriminator(encoder, real: list[str], replies: list[str], rounds: int = 1000, seed: int = 13) -> dict[str, Any]:
+    """AUC of a cross-validated classifier separating ``replies`` from ``real`` (pairs of one context fold together)."""
+    n = len(real)
+    if n != len(replies):
+        raise ValueError(f"{n} real replies for {len(replies)} replies")
+    if n < FOLDS * 2:
+        return {"auc": float("nan"), "ci": (float("nan"), float("nan")), "n": n}
+    texts = real + replies
+    x = np.hstack([encoder.encode(texts).astype(np.float64), surface(texts)])
+    y = np.array([0] * n + [1] * n)
+    fold = np.tile(np.random.default_rng(seed).permutation(n) % FOLDS, 2)
+    oof = np.zeros(2 * n)
+    for f in range(FOLDS):
+        held = fold == f
+        oof[held] = _logistic(C=0.1, seed=seed).fit(x[~held], y[~held]).predict_proba(x[held])[:, 1]
+    auc = roc_auc(y, oof)
+    rng = np.random.default_rng(seed + 1)
+    stats = []
+    for _ in range(rounds):
+        idx = rng.integers(0, n, size=n)
+        both = np.concatenate([idx, idx + n])
+        stats.append(roc_auc(y[both], oof[both]))
+    ci = (float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))) if stats else (float("nan"),) * 2
+    return {"auc": round(float(auc), 4), "ci": ci, "n": n}
+
+
+# ----------------------------------------------------------------------------- copies
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.casefold()))
+
+
+class CopyFinder:
+    """Near-verbatim matches of replies in a corpus (the character's training and retrieval lines)."""
+
+    def __init__(self, corpus: list[str]):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.corpus = [t for t in dict.fromkeys(corpus) if len(t.split()) >= COPY_MIN_WORDS]
+        self.exact = {normalise(t) for t in self.corpus}
+        self.vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=1)
+        self.matrix = self.vectorizer.fit_transform(self.corpus) if self.corpus else None
+
+    def copies(self, replies: list[str]) -> np.ndarray:
+        """1.0 for a reply that repeats a corpus line near-verbatim, else 0.0."""
+        out = np.zeros(len(replies))
+        if self.matrix is None or not replies:
+            return out
+        long = [i for i, r in enumerate(replies) if len(r.split()) >= COPY_MIN_WORDS]
+        if not long:
+            return out
+        sims = self.vectorizer.transform([replies[i] for i in long]) @ self.matrix.T
+        best = np.asarray(sims.max(axis=1).todense()).ravel()
+        for i, s in zip(long, best):
+            out[i] = float(s >= COPY_COSINE or normalise(replies[i]) in self.exact)
+        return out
+
+
+def character_corpus(pack: Pack) -> list[str]:
+    """The character's lines the model may have memorised or retrieved: the train and validation replies."""
+    from .examples import read_examples
+
+    out = []
+    for split in ("train", "validation"):
+        path = pack.require("examples") / f"{split}.jsonl"
+        if path.exists():
+            out += [ex["completion"][0]["content"] for ex in read_examples(path)]
+    return out
+
+
+# ----------------------------------------------------------------------------- pairwise
+
+
+def pairwise(scores: dict[str, np.ndarray], rounds: int = 1000, seed: int = 13) -> dict[str, dict[str, Any]]:
+    """For every pair of variants (same cases, same order): how often the first's score beats the second's.
+
+    Ties count half. ``{"a vs b": {"win": 0.62, "ci": (0.55, 0.69), "n": 200}}``.
+    """
+    out = {}
+    rng = np.random.default_rng(seed)
+    for a, b in combinations(scores, 2):
+        sa, sb = np.asarray(scores[a], dtype=float), np.asarray(scores[b], dtype=float)
+        n = min(len(sa), len(sb))
+        if not n:
+            continue
+        wins = (sa[:n] > sb[:n]) + 0.5 * (sa[:n] == sb[:n])
+        picks = rng.integers(0, n, size=(rounds, n)) if rounds else None
+        ci = ((float(np.percentile(wins[picks].mean(axis=1), 2.5)), float(np.percentile(wins[picks].mean(axis=1), 97.5)))
+              if picks is not None and n > 1 else (float("nan"), float("nan")))
+        out[f"{a} vs {b}"] = {"a": a, "b": b, "win": round(float(wins.mean()), 4), "ci": ci, "n": int(n)}
+    return out
+
+
+def mean_wins(pairs: dict[str, dict[str, Any]], names: list[str]) -> dict[str, float]:
+    """Each variant's mean win rate against every other variant."""
+    total = {n: [] for n in names}
+    for p in pairs.values():
+        if p["a"] in total and p["b"] in total:
+            total[p["a"]].append(p["win"])
+            total[p["b"]].append(1.0 - p["win"])
+    return {n: float(np.mean(v)) if v else 0.5 for n, v in total.items()}
