@@ -147,3 +147,24 @@ def test_every_variant_prompt_fits_the_context_even_for_a_huge_message(sample_pa
         assert backend.count_tokens(messages) <= 512 - performer.gen.max_tokens, f"{name} overflows the context"
         assert messages[-1]["content"].startswith("lupus lupus"), f"{name} keeps the start of the message"
     assert variant_messages(performer, VARIANTS["base"], [], "Hello.") == [{"role": "user", "content": "Hello."}]
+
+
+def test_blind_votes_join_the_report(sample_pack, tmp_path):
+    from rolecast.store import Store
+
+    store = Store(tmp_path / "votes.db")
+    conv = store.create_conversation("maggie", "web")["id"]
+    for choice in ("a", "a", "b", "tie"):
+        vote = store.add_vote(conv, "maggie", "Rough night?", ("rerank", "One."), ("prompt", "Two."))
+        store.decide_vote(vote, choice, "One.")
+    store.close()
+    pack = Pack.open(sample_pack)
+    settings = EvalSettings(variants=["base"], limit=3, bootstrap=20, probes=False, scenes=0, knowledge=False,
+                            votes=str(tmp_path / "votes.db"))
+    metrics = evaluate(pack, settings, BackendSettings(backend="evalfake"), GenerationSettings())
+    pair = metrics["votes"]["pairs"]["prompt vs rerank"]
+    assert pair["n"] == 4 and pair["win"] == (0 + 0 + 1 + 0.5) / 4
+    assert "## Blind votes (web chat)" in (sample_pack / "eval" / "report.md").read_text()
+    with pytest.raises(Exception, match="no vote database"):
+        evaluate(pack, settings.updated(votes=str(tmp_path / "none.db")), BackendSettings(backend="evalfake"),
+                 GenerationSettings())

@@ -44,9 +44,9 @@ def make_pack(folder: Path, character: str, other: str, avatar: bool = False) ->
     return folder
 
 
-def open_service(tmp_path: Path, backend: FakeBackend, web: bool = False) -> tuple[ServeSettings, ChatService]:
+def open_service(tmp_path: Path, backend: FakeBackend, web: bool = False, **blind) -> tuple[ServeSettings, ChatService]:
     packs = [make_pack(tmp_path / "maggie", "Maggie", "Otto", avatar=True), make_pack(tmp_path / "otto", "Otto", "Maggie")]
-    serve = ServeSettings(db=str(tmp_path / "chat.db"), web=web)
+    serve = ServeSettings(db=str(tmp_path / "chat.db"), web=web, **blind)
     return serve, ChatService.open(packs, serve, BackendSettings(backend="fake"), make_backend=lambda s, a: backend)
 
 
@@ -195,15 +195,75 @@ def test_regenerate_undo_clear(web, service, backend):
     conv = saved["conversations"]["maggie"]
     assert len(service.store.messages(conv)) == 2
 
-    chat, scores, box, _ = web.undo("maggie", saved)
+    chat, scores, box, _ = asyncio.run(web.undo("maggie", saved))
     assert box == "Hi" and texts(chat) == [("assistant", "Evening, User. I am Maggie.")] and scores == ""
     assert service.store.messages(conv) == []
 
     collect(web.send("Hi again", "maggie", saved, *DEFAULTS))
-    chat, scores, _, _ = web.clear("maggie", saved)
+    chat, scores, _, _ = asyncio.run(web.clear("maggie", saved))
     assert texts(chat) == [("assistant", "Evening, User. I am Maggie.")] and service.store.messages(conv) == []
     with pytest.warns(UserWarning, match="nothing to regenerate"):
         collect(web.regenerate("maggie", saved, *DEFAULTS))
+
+
+BLIND = {"blind": True, "blind_rate": 1.0, "blind_variants": ["prompt", "retrieval"]}
+
+
+def test_blind_turn_shows_two_replies_and_stores_the_vote(tmp_path, backend):
+    from rolecast.votes import vote_summary
+
+    _, service = open_service(tmp_path, backend, **BLIND)
+    web = WebChat(service)
+    backend.queue("Alpha reply.", "Beta reply.")
+    outs = collect(web.send("Hi", "maggie", None, *DEFAULTS))
+    saved = outs[-1][3]
+    assert texts(outs[-1][0])[1:] == [("user", "Hi")], "no reply joins the chat before the vote"
+    panel, a, b = web.panel("maggie", saved)
+    assert panel["visible"] and {a, b} == {"Alpha reply.", "Beta reply."}
+    with pytest.warns(UserWarning, match="waiting for your vote"):
+        refused = collect(web.send("Again", "maggie", saved, *DEFAULTS))
+    assert refused[-1][2] == "Again", "the refused message stays in the box"
+    chat, _, _, _ = asyncio.run(web.vote("b", "maggie", saved))
+    assert texts(chat)[1:] == [("user", "Hi"), ("assistant", b)]
+    assert not web.panel("maggie", saved)[0]["visible"]
+    vote = service.store.votes("maggie")[0]
+    assert vote["choice"] == "b" and {vote["variant_a"], vote["variant_b"]} == {"prompt", "retrieval"}
+    assert "prompt" not in a + b and "retrieval" not in a + b
+    service.close()
+    summary = vote_summary(tmp_path / "chat.db", "maggie", rounds=50)
+    assert summary["votes"] == 1 and list(summary["pairs"]) == ["prompt vs retrieval"]
+    winner = vote["variant_b"]
+    assert summary["pairs"]["prompt vs retrieval"]["win"] == (1.0 if winner == "prompt" else 0.0)
+
+
+def test_blind_turn_that_fails_stores_nothing_and_undo_drops_a_pending_vote(tmp_path, backend):
+    _, service = open_service(tmp_path, backend, **BLIND)
+    web = WebChat(service)
+
+    def broken(*args, **kwargs):
+        raise ModelError("the model crashed", "restart it")
+
+    from rolecast.errors import ModelError
+
+    real = backend.complete
+    backend.complete = broken
+    with pytest.warns(UserWarning, match="crashed"):
+        outs = collect(web.send("Hi", "maggie", None, *DEFAULTS))
+    saved = outs[-1][3]
+    assert outs[-1][2] == "Hi" and service.store.messages(saved["conversations"]["maggie"]) == []
+    backend.complete = real
+    collect(web.send("Hi", "maggie", saved, *DEFAULTS))
+    chat, _, box, _ = asyncio.run(web.undo("maggie", saved))
+    assert box == "Hi" and not web.panel("maggie", saved)[0]["visible"]
+    assert service.store.votes() == [] and service.store.messages(saved["conversations"]["maggie"]) == []
+    service.close()
+
+
+def test_blind_needs_two_playable_variants(tmp_path, backend):
+    from rolecast.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="lora"):
+        open_service(tmp_path, backend, blind=True, blind_variants=["prompt", "lora"])
 
 
 def test_a_conversation_id_from_elsewhere_is_not_shown(web, service):
@@ -255,11 +315,20 @@ class SlowBackend(FakeBackend):
 
 @pytest.fixture
 def live(tmp_path):
+    yield from serve_live(tmp_path)
+
+
+@pytest.fixture
+def live_blind(tmp_path):
+    yield from serve_live(tmp_path, **BLIND)
+
+
+def serve_live(tmp_path, **blind):
     """A real uvicorn serving create_app (API + web chat) on a free loopback port, in a thread."""
     import uvicorn
 
     backend = SlowBackend()
-    serve, service = open_service(tmp_path, backend, web=True)
+    serve, service = open_service(tmp_path, backend, web=True, **blind)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound here and handed over: no race for the port
     server = uvicorn.Server(uvicorn.Config(create_app(serve, service), log_level="warning", timeout_graceful_shutdown=1))
@@ -336,3 +405,30 @@ def test_browser_chat_streams_persists_and_stays_inert(live, browser):
     assert page.locator("#chat img[src=x], #chat script").count() == 0
     if os.environ.get("ROLECAST_SCREENSHOT"):  # a look at the page, for a human
         page.screenshot(path=os.environ["ROLECAST_SCREENSHOT"])
+
+
+@pytest.mark.slow
+def test_browser_blind_vote(live_blind, browser):
+    from playwright.sync_api import expect
+
+    url, backend = live_blind
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(20_000)
+    page.goto(url)
+    expect(last_bot(page)).to_have_text("Evening, User. I am Maggie.")
+    expect(page.locator("#vote-b")).to_be_hidden()
+    backend.queue("Alpha reply.", "Beta reply.")
+    page.fill("#message textarea", "Rough night?")
+    page.click("#send")
+    expect(page.locator("#vote-b")).to_be_visible()
+    a, b = page.locator("#reply-a").inner_text().strip(), page.locator("#reply-b").inner_text().strip()
+    assert {a, b} == {"Alpha reply.", "Beta reply."}
+    page.reload()  # a pending vote survives a reload
+    expect(page.locator("#vote-b")).to_be_visible()
+    page.click("#vote-b")
+    expect(last_bot(page)).to_have_text(b)
+    expect(page.locator("#vote-b")).to_be_hidden()
+    page.reload()
+    shown = page.locator("body").inner_text()
+    assert "retrieval" not in shown and "prompt" not in shown, "the page never learns which variant said what"
+    expect(last_bot(page)).to_have_text(b)

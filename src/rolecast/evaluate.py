@@ -26,7 +26,7 @@ import math
 import random
 import re
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ from .judges import (
     pairwise,
 )
 from .pack import Pack, slug
-from .performer import Performer, pack_adapter, repetition
+from .performer import VARIANTS, Performer, Variant, pack_adapter, repetition
 from .postprocess import breaks_persona, loops
 from .probes import probes
 from .prompt import build_prompt
@@ -57,22 +57,6 @@ from .settings import BackendSettings, EvalSettings, GenerationSettings, Perform
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Variant:
-    card: bool  # the card's system prompt
-    examples: int  # retrieved real exchanges in the prompt
-    adapter: bool  # the pack's LoRA adapter
-    candidates: int  # sampled and reranked
-
-
-VARIANTS: dict[str, Variant] = {
-    "base": Variant(card=False, examples=0, adapter=False, candidates=1),
-    "prompt": Variant(card=True, examples=0, adapter=False, candidates=1),
-    "retrieval": Variant(card=True, examples=4, adapter=False, candidates=1),
-    "rerank": Variant(card=True, examples=4, adapter=False, candidates=4),
-    "lora": Variant(card=True, examples=4, adapter=True, candidates=1),
-    "lora+rerank": Variant(card=True, examples=4, adapter=True, candidates=4),
-}
 PER_EXAMPLE = ("coherence", "off_topic", "held_apart", "style", "copy", "rouge_l", "similarity", "words", "latency_s",
                "loop", "impersonation_raw", "impersonation")
 
@@ -82,6 +66,9 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
     unknown = [v for v in settings.variants if v not in VARIANTS]
     if unknown:
         raise SettingsError(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
+    if settings.votes and not Path(settings.votes).is_file():  # before minutes of generation, not after
+        raise SettingsError(f"no vote database at {settings.votes}",
+                            "give the --db file of a 'rolecast serve --blind' run", param="votes")
     cases = load_cases(pack, settings.limit, settings.seed)
     from .embeddings import embedder
     from .style import StyleScorer

@@ -243,6 +243,30 @@ class ReplyStream:
         self._closed = True
 
 
+@dataclass(frozen=True)
+class Variant:
+    card: bool  # the card's system prompt
+    examples: int  # retrieved real exchanges in the prompt
+    adapter: bool  # the pack's LoRA adapter
+    candidates: int  # sampled and reranked
+
+
+#: Named configurations of the Performer, compared by ``rolecast eval`` and by the web chat's blind test.
+VARIANTS: dict[str, Variant] = {
+    "base": Variant(card=False, examples=0, adapter=False, candidates=1),
+    "prompt": Variant(card=True, examples=0, adapter=False, candidates=1),
+    "retrieval": Variant(card=True, examples=4, adapter=False, candidates=1),
+    "rerank": Variant(card=True, examples=4, adapter=False, candidates=4),
+    "lora": Variant(card=True, examples=4, adapter=True, candidates=1),
+    "lora+rerank": Variant(card=True, examples=4, adapter=True, candidates=4),
+}
+
+
+def variant_settings(variant: Variant, perf: PerformerSettings) -> PerformerSettings:
+    """The Performer settings that play ``variant`` (the card itself is the caller's: see ``Variant.card``)."""
+    return perf.updated(candidates=variant.candidates, examples=variant.examples)
+
+
 #: The pack part holding each backend's form of the LoRA adapter.
 ADAPTER_PARTS = {"llamacpp": "adapter_gguf", "transformers": "adapter"}
 

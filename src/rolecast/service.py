@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -26,13 +27,28 @@ from pathlib import Path
 
 from .backends import Backend, create
 from .backends.base import Message
-from .errors import MessageError, RateLimitError, UnknownCharacterError
+from .errors import MessageError, NotFoundError, RateLimitError, SettingsError, UnknownCharacterError
 from .pack import Pack
-from .performer import Performer, Reply, pack_adapter
+from .performer import VARIANTS, Performer, Reply, pack_adapter, variant_settings
 from .settings import BackendSettings, GenerationSettings, PerformerSettings, ServeSettings
 from .store import Store
 
 log = logging.getLogger(__name__)
+
+
+def blind_variants(wanted: list[str], has_adapter: bool) -> list[str]:
+    """The variants a blind test compares: those asked for (default: every one the pack can play with a card)."""
+    playable = [n for n, v in VARIANTS.items() if v.card and (has_adapter or not v.adapter)]
+    unknown = [n for n in wanted if n not in VARIANTS]
+    if unknown:
+        raise SettingsError(f"unknown blind variant(s) {', '.join(unknown)}", "use some of: " + ", ".join(playable),
+                            param="blind_variants")
+    chosen = [n for n in wanted if n in playable] if wanted else playable
+    if len(chosen) < 2:
+        raise SettingsError(f"the blind test needs two variants the pack can play; it has {', '.join(chosen) or 'none'}",
+                            "pick two of: " + ", ".join(playable) + " (an adapter adds lora, lora+rerank)",
+                            param="blind_variants")
+    return chosen
 
 
 class Pool:
@@ -74,6 +90,8 @@ class Character:
     pack: Pack
     performer: Performer
     pool: Pool
+    #: variant name -> (its Performer, its pool): what the blind test compares (``--blind``)
+    arms: dict[str, tuple[Performer, Pool]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -95,19 +113,30 @@ class ChatService:
              make_backend: Callable[[BackendSettings, str | None], Backend] = create) -> ChatService:
         service = cls(settings, Store(settings.db))
         backends: dict[tuple, tuple[Backend, Pool]] = {}
+
+        def shared(pack: Pack, adapter: str | None) -> tuple[Backend, Pool]:
+            key = (backend.backend, backend.model, adapter)
+            if key not in backends:
+                backends[key] = (make_backend(backend, adapter),
+                                 Pool(pack.name if adapter else (backend.model or "default"), settings.workers,
+                                      settings.max_queue))
+            return backends[key]
+
         for path in packs:
             pack = Pack.open(path)
             adapter = pack_adapter(pack, backend)
-            key = (backend.backend, backend.model, adapter)
-            if key not in backends:
-                shared = make_backend(backend, adapter)
-                backends[key] = (shared, Pool(pack.name if adapter else (backend.model or "default"),
-                                              settings.workers, settings.max_queue))
-            shared, pool = backends[key]
-            performer = Performer(pack, shared, perf=perf, gen=gen)
+            model, pool = shared(pack, adapter)
+            performer = Performer(pack, model, perf=perf, gen=gen)
             if pack.name in service.characters:
                 raise UnknownCharacterError(f"two packs are served as '{pack.name}'", "serve only one of them")
-            service.characters[pack.name] = Character(pack.name, pack, performer, pool)
+            char = service.characters[pack.name] = Character(pack.name, pack, performer, pool)
+            if settings.blind:
+                for name in blind_variants(settings.blind_variants, adapter is not None):
+                    variant = VARIANTS[name]
+                    arm_model, arm_pool = (model, pool) if variant.adapter else shared(pack, None)
+                    arm = Performer(pack, arm_model, perf=variant_settings(variant, performer.perf), gen=gen,
+                                    index=performer.index, style=performer.style)
+                    char.arms[name] = (arm, arm_pool)
         return service
 
     def close(self) -> None:
@@ -204,6 +233,7 @@ class ChatService:
         """One turn of a stored conversation: the user's message is saved first, the reply when complete."""
         conv = self.store.conversation(conversation_id)
         async with self.lock(conversation_id):
+            self._no_pending_vote(conversation_id)
             history = self.store.history(conversation_id)
             if regenerate:
                 if history and history[-1]["role"] == "assistant":
@@ -226,3 +256,63 @@ class ChatService:
                                             "finish_reason": item.finish_reason})
                 yield item
 
+
+    # -- blind A/B turns (``serve --blind``) ---------------------------------------
+    def _no_pending_vote(self, conversation_id: str) -> None:
+        if self.store.pending_vote(conversation_id):
+            raise MessageError("two replies are waiting for your vote", "pick the better one (A, B or equal) first")
+
+    async def blind_turn(self, conversation_id: str, message: str, gen: GenerationSettings | None = None) -> dict:
+        """Two variants, drawn at random, answer the message; the message and a pending vote are stored.
+
+        Returns ``{"a": text, "b": text}`` — never the variants' names, which only the store keeps.
+        Nothing is stored when a generation fails: the message can be sent again.
+        """
+        conv = self.store.conversation(conversation_id)
+        char = self.character(conv["character"])
+        if len(char.arms) < 2:
+            raise MessageError("this server runs no blind test", "start it with: rolecast serve PACKS --blind")
+        async with self.lock(conversation_id):
+            self._no_pending_vote(conversation_id)
+            message = char.performer.check_message(message)[0]
+            history = self.store.history(conversation_id)
+            names = random.sample(sorted(char.arms), 2)
+            texts = []
+            for name in names:
+                performer, pool = char.arms[name]
+                reply = await pool.run(performer.reply, history, message, gen)
+                self._done(conv["character"], reply)
+                texts.append(reply.text)
+            self.store.add_message(conversation_id, "user", message)
+            self.store.add_vote(conversation_id, conv["character"], message, (names[0], texts[0]), (names[1], texts[1]))
+            return {"a": texts[0], "b": texts[1]}
+
+    def pending_vote(self, conversation_id: str) -> dict | None:
+        """The two replies waiting for a vote in this conversation (names hidden), or None."""
+        pending = self.store.pending_vote(conversation_id)
+        return {"a": pending["reply_a"], "b": pending["reply_b"]} if pending else None
+
+    async def vote(self, conversation_id: str, choice: str) -> str:
+        """Record which reply was better (``a``, ``b`` or ``tie``); the chosen one (``a`` on a tie) becomes the turn."""
+        if choice not in ("a", "b", "tie"):
+            raise MessageError(f"unknown choice '{choice}'", "vote a, b or tie")
+        async with self.lock(conversation_id):
+            pending = self.store.pending_vote(conversation_id)
+            if not pending:
+                raise NotFoundError("no replies are waiting for a vote here", "send a message")
+            text = pending["reply_b"] if choice == "b" else pending["reply_a"]
+            self.store.decide_vote(pending["id"], choice, text, {"blind": True})
+            return text
+
+    async def undo(self, conversation_id: str) -> str | None:
+        """Remove the last exchange (and a vote waiting on it); the user's message, to edit, or None."""
+        async with self.lock(conversation_id):
+            self.store.drop_pending_votes(conversation_id)
+            self.store.delete_last(conversation_id, ("assistant",))
+            removed = self.store.delete_last(conversation_id, ("user",))
+            return removed["content"] if removed else None
+
+    async def clear(self, conversation_id: str) -> None:
+        async with self.lock(conversation_id):
+            self.store.drop_pending_votes(conversation_id)
+            self.store.clear(conversation_id)

@@ -149,6 +149,9 @@ class ServeSettings(Settings):
     rate_limit: int = Field(120, ge=0, le=1_000_000, description="Requests per minute per API key (0: no limit).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (repeatable); none: CORS off.", json_schema_extra={"cli": "--cors-origin"})
     web: bool = Field(True, description="Serve the web chat at /.")
+    blind: bool = Field(False, description="Blind test in the web chat: some turns show two replies of different variants (names hidden) and ask which is better; votes go to the db ('rolecast eval PACK --votes DB' reads them).")
+    blind_rate: float = Field(0.5, ge=0.0, le=1.0, description="Share of web chat turns that are blind A/B turns when --blind is on.")
+    blind_variants: list[str] = Field(default_factory=list, description="Variants the blind test compares (comma-separated; default: every variant the pack can play: prompt, retrieval, rerank, and lora, lora+rerank with an adapter).", json_schema_extra={"comma": True})
 
 
 class TelegramSettings(Settings):

@@ -40,6 +40,20 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation_id, id);
+CREATE TABLE IF NOT EXISTS votes (
+    id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    character TEXT NOT NULL,
+    message TEXT NOT NULL,
+    variant_a TEXT NOT NULL,
+    reply_a TEXT NOT NULL,
+    variant_b TEXT NOT NULL,
+    reply_b TEXT NOT NULL,
+    choice TEXT,
+    created REAL NOT NULL,
+    decided REAL
+);
+CREATE INDEX IF NOT EXISTS votes_character ON votes(character, choice);
 CREATE TABLE IF NOT EXISTS chats (
     key TEXT PRIMARY KEY,
     character TEXT NOT NULL,
@@ -136,6 +150,43 @@ class Store:
 
     def clear(self, conversation_id: str) -> None:
         self._write(("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,)))
+
+    # -- blind votes: two variants' replies to one message, and which one the user preferred
+    def add_vote(self, conversation_id: str, character: str, message: str, a: tuple[str, str],
+                 b: tuple[str, str]) -> str:
+        """A pending vote between reply ``a`` and reply ``b`` (each ``(variant, text)``); its id."""
+        vote_id = "vote_" + uuid.uuid4().hex
+        self._write(("INSERT INTO votes (id, conversation_id, character, message, variant_a, reply_a, variant_b, "
+                     "reply_b, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (vote_id, conversation_id, character, message, a[0], a[1], b[0], b[1], time.time())))
+        return vote_id
+
+    def pending_vote(self, conversation_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM votes WHERE conversation_id = ? AND choice IS NULL ORDER BY created DESC "
+                          "LIMIT 1", (conversation_id,))
+        return rows[0] if rows else None
+
+    def decide_vote(self, vote_id: str, choice: str, reply: str, meta: dict | None = None) -> None:
+        """Record the choice and store the chosen reply as the conversation's turn, in one transaction."""
+        rows = self._rows("SELECT conversation_id FROM votes WHERE id = ? AND choice IS NULL", (vote_id,))
+        if not rows:
+            raise NotFoundError(f"no pending vote '{vote_id}'", "send a new message")
+        now = time.time()
+        conv = rows[0]["conversation_id"]
+        self._write(("UPDATE votes SET choice = ?, decided = ? WHERE id = ?", (choice, now, vote_id)),
+                    ("INSERT INTO messages (conversation_id, role, content, meta, created) VALUES (?, ?, ?, ?, ?)",
+                     (conv, "assistant", reply, json.dumps(meta or {}, default=str), now)),
+                    ("UPDATE conversations SET updated = ? WHERE id = ?", (now, conv)))
+
+    def drop_pending_votes(self, conversation_id: str) -> None:
+        self._write(("DELETE FROM votes WHERE conversation_id = ? AND choice IS NULL", (conversation_id,)))
+
+    def votes(self, character: str | None = None) -> list[dict[str, Any]]:
+        """Decided votes (of one character), oldest first."""
+        if character:
+            return self._rows("SELECT * FROM votes WHERE choice IS NOT NULL AND character = ? ORDER BY created",
+                              (character,))
+        return self._rows("SELECT * FROM votes WHERE choice IS NOT NULL ORDER BY created")
 
     # -- chats: an outside key (a Telegram chat, a browser) → its character and conversation
     def chat(self, key: str) -> dict[str, Any] | None:

@@ -19,8 +19,10 @@ the Chatbot sanitises as well): a reply with ``<script>`` shows the tag as text.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import html
+import random
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -197,21 +199,18 @@ class WebChat:
         async for out in self._turn(character, saved, "", values, regenerate=True):
             yield out
 
-    def undo(self, character: str, saved: Any) -> Out:
+    async def undo(self, character: str, saved: Any) -> Out:
         """Remove the last exchange; the user's message goes back into the box for editing."""
         try:
             conv_id, saved = self._conversation(character, saved_state(saved), create=False)
         except RolecastError as err:
             warn(err)
             return gr.update(), gr.update(), gr.update(), saved_state(saved)
-        removed = None
-        if conv_id:
-            self.service.store.delete_last(conv_id, ("assistant",))
-            removed = self.service.store.delete_last(conv_id, ("user",))
-        box = removed["content"] if removed else gr.update()
+        removed = await self.service.undo(conv_id) if conv_id else None
+        box = removed if removed is not None else gr.update()
         return self.chat(character, conv_id), self.scores(conv_id), box, saved
 
-    def clear(self, character: str, saved: Any) -> Out:
+    async def clear(self, character: str, saved: Any) -> Out:
         """Forget the conversation's messages: the greeting again."""
         try:
             conv_id, saved = self._conversation(character, saved_state(saved), create=False)
@@ -219,8 +218,36 @@ class WebChat:
             warn(err)
             return gr.update(), gr.update(), gr.update(), saved_state(saved)
         if conv_id:
-            self.service.store.clear(conv_id)
+            await self.service.clear(conv_id)
         return self.chat(character, conv_id), "", gr.update(), saved
+
+    # -- the blind test (serve --blind) ------------------------------------------------
+    def blind_due(self) -> bool:
+        """Whether this turn is a blind A/B turn."""
+        return self.service.settings.blind and random.random() < self.service.settings.blind_rate
+
+    def panel(self, character: str, saved: Any) -> tuple[Any, str, str]:
+        """The two replies waiting for a vote in this browser's conversation: shown, or the panel hidden."""
+        try:
+            conv_id, _ = self._conversation(character, saved_state(saved), create=False)
+        except RolecastError:
+            conv_id = None
+        pending = self.service.pending_vote(conv_id) if conv_id else None
+        if not pending:
+            return gr.update(visible=False), "", ""
+        return gr.update(visible=True), escape(pending["a"]), escape(pending["b"])
+
+    async def vote(self, choice: str, character: str, saved: Any) -> Out:
+        """Record the vote; the chosen reply joins the conversation."""
+        try:
+            conv_id, saved = self._conversation(character, saved_state(saved), create=False)
+            if conv_id is None:
+                raise NotFoundError("no replies are waiting for a vote here", "send a message")
+            await self.service.vote(conv_id, choice)
+        except RolecastError as err:
+            warn(err)
+            return gr.update(), gr.update(), gr.update(), saved_state(saved)
+        return self.chat(character, conv_id), self.scores(conv_id), gr.update(), saved
 
     async def _turn(self, character: str, saved: Any, message: str, values: tuple, regenerate: bool) -> AsyncIterator[Out]:
         saved = saved_state(saved) | {"character": character}
@@ -235,6 +262,10 @@ class WebChat:
         except RolecastError as err:
             warn(err)
             yield gr.update(), gr.update(), keep, saved
+            return
+        if not regenerate and self.blind_due():
+            async for out in self._blind(character, saved, conv_id, message, gen):
+                yield out
             return
         stored = len(self.service.store.messages(conv_id))
         chat = self.chat(character, conv_id)
@@ -253,6 +284,20 @@ class WebChat:
             yield self.chat(character, conv_id), self.scores(conv_id), message if unsent else gr.update(), saved
             return
         yield self.chat(character, conv_id), self.scores(conv_id), gr.update(), saved
+
+    async def _blind(self, character: str, saved: Saved, conv_id: str, message: str,
+                     gen: GenerationSettings) -> AsyncIterator[Out]:
+        """A blind turn: two replies are generated whole; the page then shows both (``panel``) for a vote."""
+        chat = self.chat(character, conv_id) + [{"role": "user", "content": escape(message)},
+                                                {"role": "assistant", "content": "…"}]
+        yield chat, "", "", saved
+        try:
+            await self.service.blind_turn(conv_id, message, gen)
+        except RolecastError as err:  # nothing was stored: the message goes back into the box
+            warn(err)
+            yield self.chat(character, conv_id), self.scores(conv_id), message, saved
+            return
+        yield self.chat(character, conv_id), "Which reply is better? Vote below.", gr.update(), saved
 
     async def _stream(self, chat: Chat, saved: Saved, conv_id: str, message: str, gen: GenerationSettings,
                       perf: PerformerSettings, regenerate: bool) -> AsyncIterator[Out]:
@@ -293,6 +338,18 @@ class WebChat:
                                          sanitize_html=True, allow_tags=False, render_markdown=True,
                                          feedback_options=None, buttons=["copy_all"], elem_id="chat")
                     scores = gr.Markdown(elem_id="scores")
+                    with gr.Group(visible=False, elem_id="blind") as panel:
+                        with gr.Row():
+                            with gr.Column():
+                                gr.Markdown("**Reply A**")
+                                reply_a = gr.Markdown(elem_id="reply-a")
+                            with gr.Column():
+                                gr.Markdown("**Reply B**")
+                                reply_b = gr.Markdown(elem_id="reply-b")
+                        with gr.Row():
+                            vote_a = gr.Button("A is better", size="sm", elem_id="vote-a")
+                            vote_tie = gr.Button("Both equal", size="sm", elem_id="vote-tie")
+                            vote_b = gr.Button("B is better", size="sm", elem_id="vote-b")
                     with gr.Row():
                         box = gr.Textbox(placeholder="Say something…", show_label=False, scale=5, autofocus=True,
                                          elem_id="message")
@@ -305,14 +362,20 @@ class WebChat:
             # The chat core limits generations itself (a pool per model, 429 beyond its queue):
             # Gradio's default of one event at a time would make every browser wait for one.
             opts: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
-            blocks.load(self.load, [saved], [character, avatar, chatbot, scores, saved], **opts)
-            character.input(self.pick, [character, saved], [avatar, chatbot, scores, saved], **opts)
+            # After every event, the blind panel shows the replies waiting for a vote, if any.
+            show = (self.panel, [character, saved], [panel, reply_a, reply_b])
+            blocks.load(self.load, [saved], [character, avatar, chatbot, scores, saved], **opts).then(*show, **opts)
+            character.input(self.pick, [character, saved], [avatar, chatbot, scores, saved], **opts).then(*show, **opts)
             for trigger in (box.submit, send.click):
-                trigger(self.send, [box, character, saved, *sliders], turn, show_progress="hidden", **opts)
-            again.click(self.regenerate, [character, saved, *sliders], turn, show_progress="hidden", **opts)
-            undo.click(self.undo, [character, saved], turn, **opts)
+                trigger(self.send, [box, character, saved, *sliders], turn, show_progress="hidden",
+                        **opts).then(*show, **opts)
+            again.click(self.regenerate, [character, saved, *sliders], turn, show_progress="hidden",
+                        **opts).then(*show, **opts)
+            undo.click(self.undo, [character, saved], turn, **opts).then(*show, **opts)
             for trigger in (clear.click, chatbot.clear):  # the Chatbot's own trash icon clears the store too
-                trigger(self.clear, [character, saved], turn, **opts)
+                trigger(self.clear, [character, saved], turn, **opts).then(*show, **opts)
+            for button, choice in ((vote_a, "a"), (vote_b, "b"), (vote_tie, "tie")):
+                button.click(functools.partial(self.vote, choice), [character, saved], turn, **opts).then(*show, **opts)
         return blocks
 
 
