@@ -102,6 +102,24 @@ def test_llamacpp_returns_n_candidates(llama):
 
 
 @pytest.mark.slow
+def test_llamacpp_decodes_fewer_candidates_when_a_long_prompt_leaves_no_room():
+    """The sample pack's eval crashed with 'llama_decode returned 1': four candidates of a long probe overflowed."""
+    pytest.importorskip("llama_cpp")
+    from rolecast.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(BackendSettings(threads=1, n_ctx=512))
+    try:
+        settings = GenerationSettings(max_tokens=64, seed=3, temperature=1.0)
+        messages = [{"role": "user", "content": "Tell me everything. " * 90}]
+        assert 512 - 64 - 60 < backend.count_tokens(messages) < 512 - 64, backend.count_tokens(messages)
+        out = backend.complete(messages, settings, n=4)
+        assert 1 <= len(out) < 4, "the four candidates cannot each have 64 tokens beside this prompt"
+        assert backend.complete([{"role": "user", "content": "Hi."}], settings, n=4).__len__() == 4
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
 def test_llamacpp_stream_joins_to_the_completion(llama):
     settings = GREEDY.updated(seed=7)
     pieces = list(llama.stream(MESSAGES, settings))

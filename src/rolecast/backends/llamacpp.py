@@ -145,14 +145,15 @@ class LlamaCppBackend(Backend):
 
     # -- generation ------------------------------------------------------------
     def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1) -> list[Completion]:
-        n = max(1, min(n, MAX_SEQUENCES))
+        prompt = self.prompt_tokens(messages)
+        n = self.sequences_that_fit(len(prompt), max(1, min(n, MAX_SEQUENCES)), settings.max_tokens)
         texts = [bytearray() for _ in range(n)]
         counts = [0] * n
         reasons = ["length"] * n
         scanners = [StopScanner(settings.stop) for _ in range(n)]
         finished: set[int] = set()
         with self._lock:
-            for seq, token, eog in self._decode(self.prompt_tokens(messages), settings, n, finished):
+            for seq, token, eog in self._decode(prompt, settings, n, finished):
                 if eog:
                     reasons[seq] = "stop"
                     finished.add(seq)
@@ -179,6 +180,30 @@ class LlamaCppBackend(Backend):
             tail = scanner.flush(decoder.decode(b"", final=True))
             if tail:
                 yield tail
+
+    def sequences_that_fit(self, prompt_tokens: int, n: int, max_tokens: int) -> int:
+        """How many of ``n`` candidates can each get ``max_tokens`` beside the prompt.
+
+        The candidates share the prompt's KV cells but each new token takes a cell per
+        sequence: n replies of max_tokens need n * max_tokens cells after the prompt. A long
+        prompt gets fewer candidates (at least one, which the prompt fitting guarantees room for).
+        """
+        room = self.ctx.n_ctx() - prompt_tokens - 1
+        fits = max(1, min(n, room // max(1, max_tokens)))
+        if fits < n:
+            log.info("decoding %d of %d candidates: a %d-token prompt leaves room for %d tokens of %d", fits, n,
+                     prompt_tokens, room, n * max_tokens)
+        return fits
+
+    def _decode_batch(self) -> None:
+        """llama_decode, its failure (no KV cells left, a backend error) as a typed error."""
+        try:
+            self.ctx.decode(self.batch)
+        except RuntimeError as exc:
+            self.ctx.kv_cache_seq_rm(-1, -1, -1)  # the cache is in an unknown state: start clean next time
+            self._cached = []
+            raise ModelError(f"llama.cpp could not decode ({exc}; context of {self.ctx.n_ctx()} tokens)",
+                             "shorten the message, ask for fewer candidates or raise --n-ctx") from None
 
     def _bytes(self, token: int) -> bytes:
         n = self.lib.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False)
@@ -231,7 +256,7 @@ class LlamaCppBackend(Backend):
         for start in range(keep, len(prompt), 512):
             chunk = prompt[start:start + 512]
             self.batch.set_batch(chunk, n_past=start, logits_all=False)
-            self.ctx.decode(self.batch)
+            self._decode_batch()
             self._cached.extend(chunk)
 
     def score_reply(self, messages: list[Message], reply: str) -> tuple[float, int]:
@@ -257,7 +282,7 @@ class LlamaCppBackend(Backend):
                 for i, token in enumerate(chunk):
                     batch.token[i], batch.pos[i], batch.seq_id[i][0], batch.n_seq_id[i] = token, start + i, 0, 1
                     batch.logits[i] = start + i >= first
-                self.ctx.decode(self.batch)
+                self._decode_batch()
                 self._cached.extend(chunk)
                 n_vocab = self.lib.llama_vocab_n_tokens(self.vocab)
                 for i in range(len(chunk)):
@@ -286,7 +311,7 @@ class LlamaCppBackend(Backend):
             batch.seq_id[i][0] = seq
             batch.n_seq_id[i] = 1
             batch.logits[i] = True
-        self.ctx.decode(self.batch)
+        self._decode_batch()
 
     def _sampler(self, gen: GenerationSettings, i: int):
         sampler = self._internals.LlamaSampler()
