@@ -96,8 +96,12 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
     finally:
         backends.close()
     log.info("fitting the held-apart judges")
+    started = time.perf_counter()
     judges = Judges.fit(pack, settings.seed, embedder())
+    fitted = time.perf_counter()
     metrics = judge_runs(pack, runs, cases, judges, style, settings)
+    metrics["seconds"] = {"variants": {n: r.get("seconds") for n, r in runs.items()},
+                          "judges_fit": round(fitted - started, 1), "judging": round(time.perf_counter() - fitted, 1)}
     metrics["settings"], metrics["generation"] = settings.model_dump(), gen.model_dump()
     if settings.votes:
         from .votes import vote_summary
@@ -112,6 +116,7 @@ def run_variant(performer: Performer, variant: Variant, cases: list[dict], scene
     """Every reply a variant gives: test exchanges, probes, replayed scenes and knowledge probes."""
     name = next(k for k, v in VARIANTS.items() if v == variant)
     log.info("eval %s: %d exchanges, %d scenes, %d knowledge probes", name, len(cases), len(scenes), len(asked))
+    start = time.perf_counter()
     rows = [run_case(performer, variant, case, gen.updated(seed=settings.seed + i)) for i, case in enumerate(cases)]
     breaks = probe_breaks(performer, variant, gen, settings) if settings.probes else None
     played = []
@@ -125,7 +130,8 @@ def run_variant(performer: Performer, variant: Variant, cases: list[dict], scene
         case = {"id": f"knowledge{i}", "history": [], "message": probe["message"], "reply": "."}
         row = run_case(performer, variant, case, gen.updated(seed=settings.seed + 13 * i), score=False)
         known.append({**probe, "reply": row["reply"], "answered": answered(row["reply"], probe["expect"])})
-    return {"rows": rows, "breaks": breaks, "scenes": played, "knowledge": known}
+    return {"rows": rows, "breaks": breaks, "scenes": played, "knowledge": known,
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 class RunCache:

@@ -64,6 +64,8 @@ BLOCK = 200
 #: Near-verbatim: character n-gram TF-IDF cosine at least this (or the same words).
 COPY_COSINE = 0.9
 COPY_MIN_WORDS = 4
+#: Shuffled replies per real one in the coherence judge's training pairs.
+NEGATIVES = 3
 
 
 # ----------------------------------------------------------------------------- data
@@ -161,12 +163,13 @@ class Memo:
         return np.stack([self.vectors[t] for t in texts])
 
 
-def _logistic(C: float = 1.0, seed: int = 13):
+def _logistic(C: float = 1.0, seed: int = 13, balanced: bool = False):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed,
+                                                              class_weight="balanced" if balanced else None))
 
 
 # ----------------------------------------------------------------------------- the fitted judges
@@ -282,8 +285,10 @@ def pair_matrix(encoder, contexts: list[str], replies: list[str]) -> np.ndarray:
     return np.hstack([last * r, c * r, np.sum(last * r, axis=1, keepdims=True), np.sum(c * r, axis=1, keepdims=True)])
 
 
-def shuffled_pairs(lines: list[Line], character: str, seed: int, limit: int) -> tuple[list[str], list[str], np.ndarray]:
-    """The character's (context, real reply) pairs and as many (context, their reply in another scene) pairs."""
+def shuffled_pairs(lines: list[Line], character: str, seed: int, limit: int,
+                   negatives: int = 1) -> tuple[list[str], list[str], np.ndarray]:
+    """The character's (context, real reply) pairs and, per pair, ``negatives`` pairs of the same context with
+    the character's reply from another scene. ``limit`` caps the real pairs at ``limit // 2``."""
     rows = [line for line in lines if line.speaker == character and line.context]
     rng = np.random.default_rng(seed)
     if len(rows) > limit // 2:
@@ -291,23 +296,26 @@ def shuffled_pairs(lines: list[Line], character: str, seed: int, limit: int) -> 
     if len(rows) < 2:
         return [], [], np.zeros(0)
     scenes = [r.id.rsplit("-", 1)[0] for r in rows]
-    other = rng.permutation(len(rows))
-    for i in range(len(rows)):  # a reply from another scene: move off any match (a few passes suffice)
-        j = 0
-        while scenes[other[i]] == scenes[i] and j < 10:
-            k = rng.integers(len(rows))
-            other[i], other[k] = other[k], other[i]
-            j += 1
-    contexts = [r.context for r in rows] * 2
-    replies = [r.text for r in rows] + [rows[k].text for k in other]
-    return contexts, replies, np.array([1] * len(rows) + [0] * len(rows))
+    contexts, replies = [r.context for r in rows], [r.text for r in rows]
+    for _ in range(negatives):
+        other = rng.permutation(len(rows))
+        for i in range(len(rows)):  # a reply from another scene: move off any match (a few passes suffice)
+            j = 0
+            while scenes[other[i]] == scenes[i] and j < 10:
+                k = rng.integers(len(rows))
+                other[i], other[k] = other[k], other[i]
+                j += 1
+        contexts += [r.context for r in rows]
+        replies += [rows[k].text for k in other]
+    return contexts, replies, np.array([1] * len(rows) + [0] * (len(rows) * negatives))
 
 
 def fit_coherence(train: list[Line], test: list[Line], character: str, encoder, seed: int,
                   limit: int) -> tuple[Any, dict]:
     """The coherence model, fitted on train+validation pairs and validated on the test episodes' pairs."""
-    contexts, replies, y = shuffled_pairs(train, character, seed, limit)
-    model = _logistic(C=0.02, seed=seed).fit(pair_matrix(encoder, contexts, replies), y)
+    # Three shuffled replies per real one: more pairs from the same embeddings (House: 1 → 0.712 AUC, 3 → 0.733).
+    contexts, replies, y = shuffled_pairs(train, character, seed, limit, negatives=NEGATIVES)
+    model = _logistic(C=0.02, seed=seed, balanced=True).fit(pair_matrix(encoder, contexts, replies), y)
     t_ctx, t_rep, t_y = shuffled_pairs(test, character, seed + 1, 2000)
     probs = model.predict_proba(pair_matrix(encoder, t_ctx, t_rep))[:, 1] if len(t_y) else np.zeros(0)
     validation = {"auc": round(roc_auc(t_y, probs), 4) if len(t_y) else 0.0, "pairs": int(len(t_y)),
