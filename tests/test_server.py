@@ -93,6 +93,25 @@ def test_n_choices(client, backend):
     assert backend.calls[-1]["n"] == 3
 
 
+def test_streamed_n_choices_come_as_sse_with_their_index(client, backend):
+    backend.queue("One.", "Two.", "Three.")
+    with client.stream("POST", "/v1/chat/completions", json={"model": "maggie", "stream": True, "n": 3,
+                                                              "messages": [{"role": "user", "content": "Hi"}]}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    texts: dict[int, str] = {}
+    finished = set()
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            texts[choice["index"]] = texts.get(choice["index"], "") + choice["delta"].get("content", "")
+            if choice["finish_reason"]:
+                finished.add(choice["index"])
+    assert sorted(texts.values()) == ["One.", "Three.", "Two."] and finished == {0, 1, 2}
+    assert backend.calls[-1]["n"] == 3
+
+
 def test_settings_pass_through_and_bad_values(client, backend):
     ask(client, temperature=0.2, max_tokens=12, stop="X", top_k=3)
     gen = backend.calls[-1]["settings"]

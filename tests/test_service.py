@@ -104,3 +104,26 @@ def test_pool_refuses_beyond_workers_plus_queue():
     assert err.value.retry_after > 0 and err.value.status == 429
     pool.release()
     pool.acquire()
+
+
+def test_regenerate_keeps_the_old_reply_until_the_new_one_is_stored(service):
+    svc, _ = service
+    conv = svc.store.create_conversation("maggie", "local")
+
+    async def turn(text="", regenerate=False):
+        async for item in svc.turn_stream(conv["id"], text, regenerate=regenerate):
+            if isinstance(item, Reply):
+                return item.text
+
+    asyncio.run(turn("Hi"))
+    before = svc.store.messages(conv["id"])
+    pool = svc.characters["maggie"].pool
+    held = [pool.acquire() for _ in range(pool.limit)]  # every slot taken: the regeneration gets 429
+    with pytest.raises(RateLimitError):
+        asyncio.run(turn(regenerate=True))
+    for _ in held:
+        pool.release()
+    assert svc.store.messages(conv["id"]) == before, "a refused regeneration lost the stored reply"
+    asyncio.run(turn(regenerate=True))
+    after = svc.store.messages(conv["id"])
+    assert [m["role"] for m in after] == ["user", "assistant"] and after[1]["id"] != before[1]["id"]

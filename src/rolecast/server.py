@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .api_models import ChatRequest, ConversationCreate, completion_response, error_body
+from .api_models import ChatRequest, ConversationCreate, choices_of, completion_response, error_body
 from .errors import AuthError, MessageError, PayloadTooLargeError, RateLimitError, RolecastError
 from .metrics import Metrics
 from .performer import Reply
@@ -94,6 +94,8 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
         history, message = body.history_and_message()
         if body.n > 1:
             reply = await service.reply(body.model, history, message, gen, perf)
+            if body.stream:  # OpenAI clients read n choices from one stream, told apart by their index
+                return EventSourceResponse(_choice_events(body, reply), ping=15)
             return completion_response(body, reply, None)
         return await _respond(body, service.stream(body.model, history, message, gen, perf), None)
 
@@ -153,6 +155,25 @@ async def _respond(body: ChatRequest, source: AsyncIterator[str | Reply], conver
         yield "[DONE]"
 
     return EventSourceResponse(events(), ping=15)
+
+
+async def _choice_events(body: ChatRequest, reply: Reply) -> AsyncIterator[str]:
+    """The n finished choices of a reply as one SSE stream: each choice's role, content and finish, by index."""
+    cid, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
+    finish = "length" if reply.finish_reason == "length" else "stop"
+    texts = choices_of(reply, body.n)
+
+    def chunk(choices: list[dict], extra: dict | None = None) -> str:
+        data = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model,
+                "choices": choices}
+        return json.dumps(data | (extra or {}), ensure_ascii=False)
+
+    for i, text in enumerate(texts):
+        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        yield chunk([{"index": i, "delta": {"content": text}, "finish_reason": None}])
+    yield chunk([{"index": i, "delta": {}, "finish_reason": finish} for i in range(len(texts))],
+                {"usage": _usage(reply), "rolecast": _rolecast_extra(reply, None)})
+    yield "[DONE]"
 
 
 def _usage(reply: Reply) -> dict[str, int]:

@@ -234,10 +234,12 @@ class ChatService:
         conv = self.store.conversation(conversation_id)
         async with self.lock(conversation_id):
             self._no_pending_vote(conversation_id)
-            history = self.store.history(conversation_id)
+            messages = self.store.messages(conversation_id)
+            history = [{"role": m["role"], "content": m["content"]} for m in messages]
+            replaced = None  # the reply a regeneration replaces: deleted only once the new one is stored
             if regenerate:
                 if history and history[-1]["role"] == "assistant":
-                    self.store.delete_last(conversation_id, ("assistant",))
+                    replaced = messages[-1]["id"]
                     history = history[:-1]
                 if not history or history[-1]["role"] != "user":
                     raise MessageError("nothing to regenerate in this conversation", "send a message first")
@@ -253,7 +255,7 @@ class ChatService:
                 if isinstance(item, Reply):
                     self.store.add_message(conversation_id, "assistant", item.text,
                                            {"scores": item.scores, "notices": item.notices,
-                                            "finish_reason": item.finish_reason})
+                                            "finish_reason": item.finish_reason}, replaces=replaced)
                 yield item
 
 

@@ -121,12 +121,17 @@ class Store:
         self._write(("DELETE FROM conversations WHERE id = ?", (conversation_id,)))
 
     # -- messages --------------------------------------------------------------
-    def add_message(self, conversation_id: str, role: str, content: str, meta: dict | None = None) -> int:
+    def add_message(self, conversation_id: str, role: str, content: str, meta: dict | None = None,
+                    replaces: int | None = None) -> int:
+        """Store a message; ``replaces``: the id of one it takes the place of (a regenerated reply), in one commit."""
         now = time.time()
-        cursor = self._write(
+        statements = [
             ("INSERT INTO messages (conversation_id, role, content, meta, created) VALUES (?, ?, ?, ?, ?)",
              (conversation_id, role, content, json.dumps(meta or {}, default=str), now)),
-            ("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id)))
+            ("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))]
+        if replaces is not None:
+            statements.append(("DELETE FROM messages WHERE id = ? AND conversation_id = ?", (replaces, conversation_id)))
+        cursor = self._write(*statements)
         return int(cursor.lastrowid)
 
     def messages(self, conversation_id: str) -> list[dict[str, Any]]:
