@@ -116,3 +116,25 @@ def test_build_house_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     capsys.readouterr()
     _check_built(out, capsys)
     assert read_json(out / "eval" / "metrics.json")["examples"] == 4
+
+
+def test_a_run_stopped_by_its_budget_is_up_to_date_only_for_that_budget(tmp_path):
+    from rolecast.build import _train_key
+    from rolecast.settings import TrainSettings
+
+    out = tmp_path / "pack"
+    (out / "examples").mkdir(parents=True)
+    for split in ("train", "validation"):
+        (out / "examples" / f"{split}.jsonl").write_text("{}\n")
+    plan = _plan(out)
+
+    def key(**budget):
+        plan.train = TrainSettings(**budget)
+        return _train_key(plan)
+
+    write_json(out / "train" / "metrics.json", {"stopped": "max_minutes"})
+    assert key(max_minutes=12) == key(max_minutes=12)
+    assert key(max_minutes=12) != key(max_minutes=30), "a bigger budget must train on"
+    write_json(out / "train" / "metrics.json", {"stopped": "completed"})
+    assert key(max_minutes=12) == key(max_minutes=30), "a finished run needs no more time"
+    assert key(max_minutes=12) != key(max_minutes=12, lora_r=8), "changed shape settings retrain"

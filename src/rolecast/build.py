@@ -93,7 +93,22 @@ def _train_key(plan: Plan) -> str | None:
     if not examples.exists():
         return None
     shaping = plan.train.model_dump(exclude={"resume", "max_minutes", "max_steps", "epochs"})
-    return digest("train", checksum(examples / "train.jsonl"), checksum(examples / "validation.jsonl"), shaping)
+    # A run its budget stopped is up to date only for that budget: a bigger one trains on (resuming).
+    budget = None if _finished(plan.out) else plan.train.model_dump(include={"max_minutes", "max_steps", "epochs"})
+    return digest("train", checksum(examples / "train.jsonl"), checksum(examples / "validation.jsonl"), shaping,
+                  budget)
+
+
+#: How a training run ends when it has nothing left to learn (train.py's ``stopped``).
+FINISHED = ("completed", "early_stopping")
+
+
+def _finished(out: Path) -> bool:
+    """Whether the pack's last training run finished its epochs (or stopped early on a plateau)."""
+    try:
+        return read_json(out / "train" / "metrics.json").get("stopped") in FINISHED
+    except (OSError, ValueError):
+        return False
 
 
 def _eval_key(plan: Plan) -> str:
