@@ -50,7 +50,9 @@ def ask(client, content="Hi", **extra):
 
 
 def test_models_and_health(client):
-    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["maggie", "otto"]
+    models = client.get("/v1/models").json()["data"]
+    assert [m["id"] for m in models] == ["maggie", "otto"]
+    assert all(m["created"] > 1_600_000_000 for m in models), "created is when the pack was made, not 0"
     assert client.get("/healthz").json() == {"status": "ok", "models": ["maggie", "otto"]}
 
 

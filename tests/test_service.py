@@ -127,3 +127,20 @@ def test_regenerate_keeps_the_old_reply_until_the_new_one_is_stored(service):
     asyncio.run(turn(regenerate=True))
     after = svc.store.messages(conv["id"])
     assert [m["role"] for m in after] == ["user", "assistant"] and after[1]["id"] != before[1]["id"]
+
+
+def test_two_packs_with_one_name_are_refused_and_nothing_leaks(tmp_path):
+    from rolecast.errors import SettingsError
+
+    closed = []
+
+    class Tracked(FakeBackend):
+        def close(self):
+            closed.append(self)
+
+    first = make_pack(tmp_path / "a" / "maggie", "Maggie")
+    second = make_pack(tmp_path / "b" / "maggie", "Maggie")
+    serve = ServeSettings(db=str(tmp_path / "c.db"), web=False)
+    with pytest.raises(SettingsError, match="two packs are served as 'maggie'"):
+        ChatService.open([first, second], serve, BackendSettings(backend="fake"), make_backend=lambda s, a: Tracked())
+    assert len(closed) == 1, "the backend opened for the first pack is closed"

@@ -20,6 +20,7 @@ Layout (every part is optional but ``card.json`` and ``pack.json``)::
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,11 @@ class Pack:
         return self.info.get("name") or slug(self.character)
 
     @property
+    def created(self) -> int:
+        """When the pack was prepared (Unix seconds); pack.json's modification time for packs made before it was kept."""
+        return int(self.info.get("created") or (self.path / "pack.json").stat().st_mtime)
+
+    @property
     def show(self) -> str:
         return self.info.get("show", "")
 
@@ -127,6 +133,7 @@ class Pack:
 def new_pack_info(character: str, show: str, **extra: Any) -> dict[str, Any]:
     return {
         "format": "rolecast-pack/1",
+        "created": int(time.time()),
         "name": slug(character),
         "character": character,
         "show": show,

@@ -74,7 +74,7 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
     @app.get("/v1/models", tags=["openai"])
     async def models(who: str = Depends(owner)) -> dict[str, Any]:
         return {"object": "list", "data": [
-            {"id": cid, "object": "model", "created": int(c.pack.info.get("created", 0)), "owned_by": "rolecast",
+            {"id": cid, "object": "model", "created": c.pack.created, "owned_by": "rolecast",
              "character": c.name, "show": c.pack.show} for cid, c in sorted(service.characters.items())]}
 
     @app.post("/v1/chat/completions", tags=["openai"])

@@ -122,21 +122,30 @@ class ChatService:
                                       settings.max_queue))
             return backends[key]
 
-        for path in packs:
-            pack = Pack.open(path)
-            adapter = pack_adapter(pack, backend)
-            model, pool = shared(pack, adapter)
-            performer = Performer(pack, model, perf=perf, gen=gen)
-            if pack.name in service.characters:
-                raise UnknownCharacterError(f"two packs are served as '{pack.name}'", "serve only one of them")
-            char = service.characters[pack.name] = Character(pack.name, pack, performer, pool)
-            if settings.blind:
-                for name in blind_variants(settings.blind_variants, adapter is not None):
-                    variant = VARIANTS[name]
-                    arm_model, arm_pool = (model, pool) if variant.adapter else shared(pack, None)
-                    arm = Performer(pack, arm_model, perf=variant_settings(variant, performer.perf), gen=gen,
-                                    index=performer.index, style=performer.style)
-                    char.arms[name] = (arm, arm_pool)
+        try:
+            for path in packs:
+                pack = Pack.open(path)
+                adapter = pack_adapter(pack, backend)
+                model, pool = shared(pack, adapter)
+                performer = Performer(pack, model, perf=perf, gen=gen)
+                if pack.name in service.characters:
+                    first = service.characters[pack.name].pack.path
+                    raise SettingsError(f"two packs are served as '{pack.name}' ({first} and {pack.path})",
+                                        "serve only one of them, or rename one in its pack.json")
+                char = service.characters[pack.name] = Character(pack.name, pack, performer, pool)
+                if settings.blind:
+                    for name in blind_variants(settings.blind_variants, adapter is not None):
+                        variant = VARIANTS[name]
+                        arm_model, arm_pool = (model, pool) if variant.adapter else shared(pack, None)
+                        arm = Performer(pack, arm_model, perf=variant_settings(variant, performer.perf), gen=gen,
+                                        index=performer.index, style=performer.style)
+                        char.arms[name] = (arm, arm_pool)
+        except BaseException:  # a bad pack among several: what was opened is closed, not leaked
+            for model, pool in backends.values():
+                pool.shutdown()
+                model.close()
+            service.store.close()
+            raise
         return service
 
     def close(self) -> None:
