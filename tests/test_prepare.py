@@ -51,6 +51,36 @@ def test_failed_prepare_leaves_the_old_pack(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maggie"]
 
 
+def test_out_that_is_not_a_pack_is_refused(tmp_path):
+    from rolecast.errors import SettingsError
+
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"not a pack")
+    with pytest.raises(SettingsError, match="not a character pack"):
+        prepare([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", **FAST), out)
+    assert (out / "holiday.jpg").read_bytes() == b"not a pack", "a user's folder is never replaced"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", **FAST), empty)  # an empty folder is fine
+
+
+def test_re_preparing_a_pack_keeps_its_adapter_training_and_evaluation(tmp_path):
+    out = tmp_path / "maggie"
+    prepare([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", **FAST), out)
+    kept = {"adapter/adapter_model.safetensors": b"weights", "adapter.gguf": b"GGUF", "train/metrics.json": b"{}",
+            "eval/report.md": b"# report", ".eval-runs/abc/base.json": b"{}"}
+    for name, data in kept.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    pack = Pack.open(out)
+    pack.record("adapter", base="smollm")
+    prepare([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", min_words=2, **FAST), out)
+    for name, data in kept.items():
+        assert (out / name).read_bytes() == data, name
+    assert Pack.open(out).info["parts"]["adapter"]["base"] == "smollm", "pack.json still records the adapter"
+
+
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "nope.csv"), "--character", "X", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err

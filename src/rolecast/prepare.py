@@ -10,13 +10,15 @@ installed, the retrieval index and the style classifier are built too.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
 from . import __version__
 from .card import draft_card, save_card
-from .errors import MissingExtraError
+from .errors import MissingExtraError, SettingsError
 from .examples import SPLITS, assign_splits, build_examples, write_splits
 from .files import atomic_dir, write_json
 from .ingest import ingest
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 def prepare(paths: list[Path], settings: PrepareSettings, out: Path) -> str:
     """Build the pack; return a short summary for the terminal."""
+    check_out(out)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -59,6 +62,7 @@ def prepare(paths: list[Path], settings: PrepareSettings, out: Path) -> str:
         lap("write")
         write_json(tmp / "pack.json", new_pack_info(character, script.show, speakers=speaker_names(script)))
         _optional_parts(Pack.open(tmp), out, settings, lap)
+        carry_over(out, tmp)
         write_json(tmp / "meta.json", {
             "stage": "prepare",
             "rolecast_version": __version__,
@@ -71,6 +75,49 @@ def prepare(paths: list[Path], settings: PrepareSettings, out: Path) -> str:
     sizes = " / ".join(f"{name} {len(splits[name]):,}" for name in SPLITS)
     return (f"Wrote {out}: {character} ({script.show}), {len(examples):,} examples ({sizes}) "
             f"from {len(script.lines):,} lines; profile: {out / 'profile.md'}")
+
+
+#: What a re-prepared pack keeps of the one it replaces: what prepare does not make (training, its exports, eval).
+KEPT = ("adapter", "adapter.gguf", "train", "eval", ".eval-runs", "build.json")
+KEPT_PARTS = ("adapter", "adapter_gguf", "eval")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that holds something other than a pack: it would be replaced."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "pack.json").exists())):
+        raise SettingsError(f"{out} exists and is not a character pack; prepare would replace it",
+                            "choose another --out, or empty that folder first", param="out")
+
+
+def carry_over(out: Path, tmp: Path) -> None:
+    """Hard-link the old pack's training, exports and evaluation into the new one (the old stays until the swap)."""
+    if not (out / "pack.json").exists():
+        return
+    kept = []
+    for name in KEPT:
+        source = out / name
+        if source.is_dir():
+            shutil.copytree(source, tmp / name, copy_function=_link)
+        elif source.is_file():
+            _link(source, tmp / name)
+        else:
+            continue
+        kept.append(name)
+    if not kept:
+        return
+    old, new = Pack.open(out), Pack.open(tmp)
+    parts = {k: v for k, v in old.info.get("parts", {}).items() if k in KEPT_PARTS}
+    info = {**new.info, "parts": {**new.info.get("parts", {}), **parts}}
+    write_json(tmp / "pack.json", info)
+    log.warning("kept %s from the previous pack %s; if the examples changed, retrain: rolecast train %s",
+                ", ".join(kept), out, out)
+
+
+def _link(source, target) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or no hard links: a copy
+        shutil.copy2(source, target)
 
 
 def speaker_names(script, limit: int = 300) -> list[str]:
