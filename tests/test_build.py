@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TINY_TRAIN = ["--max-steps", "2", "--batch-size", "2", "--max-context-turns", "2", "--max-eval-examples", "4",
               "--eval-steps", "1", "--save-steps", "1", "--early-stopping-patience", "0"]
-TINY_EVAL = ["--limit", "4", "--bootstrap", "50", "--probe-limit", "3", "--max-tokens", "24"]
+TINY_EVAL = ["--limit", "4", "--bootstrap", "50", "--probe-limit", "3", "--max-tokens", "24", "--scenes", "1"]
 
 
 def _plan(out: Path, **prepare) -> Plan:

@@ -194,8 +194,14 @@ def eval_command(ctx: click.Context, pack: Path, **options) -> None:
     settings, backend, gen = split_options(options, ctx, (EvalSettings, BackendSettings, GenerationSettings))
     metrics = evaluate(Pack.open(pack), settings, backend, gen)
     best = recommend(metrics)
+    judges = metrics["judges"]
     click.echo(f"Evaluated {', '.join(metrics['variants'])} on {metrics['examples']} test exchanges; "
-               f"report: {pack / 'eval' / 'report.md'}" + (f"; serve: {best}" if best else ""))
+               f"report: {pack / 'eval' / 'report.md'}")
+    click.echo(f"Judges: coherence AUC {judges['coherence']['auc']:.3f} on real vs shuffled replies"
+               f"{'' if judges['coherence']['trusted'] else ' (not trusted)'}, held-apart style AUC "
+               f"{judges['held_apart']['auc']:.3f}")
+    if best:
+        click.echo(f"Serve {best}: {metrics['recommendation']['why']}.")
 
 
 @cli.command()
