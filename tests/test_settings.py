@@ -27,6 +27,19 @@ def test_env_lists_are_comma_separated():
     assert from_env(GenerationSettings, {"ROLECAST_STOP": "User:, You:"}) == {"stop": ["User:", "You:"]}
 
 
+def test_flat_variables_set_every_section_and_sectioned_ones_one():
+    from rolecast.settings import EvalSettings, ServeSettings, TelegramSettings, TrainSettings
+
+    env = {"ROLECAST_SEED": "7", "ROLECAST_DB": "chats.db"}
+    seeds = [resolve(cls, {}, {}, env).seed for cls in (PrepareSettings, GenerationSettings, EvalSettings, TrainSettings)
+             if cls is not PrepareSettings] + [from_env(PrepareSettings, env)["seed"]]
+    assert seeds == [7, 7, 7, "7"]
+    assert resolve(ServeSettings, {}, {}, env).db == resolve(TelegramSettings, {}, {}, env).db == "chats.db"
+    env["ROLECAST_GENERATION__SEED"] = "5"
+    assert resolve(GenerationSettings, {}, {}, env).seed == 5, "the sectioned variable wins for its section"
+    assert resolve(EvalSettings, {}, {}, env).seed == 7, "and only there"
+
+
 def test_unknown_setting_lists_valid_ones():
     with pytest.raises(SettingsError) as err:
         resolve(GenerationSettings, config={"generation": {"temprature": 1}})

@@ -241,11 +241,19 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
 
 
 def from_env(cls: type[Settings], env: typing.Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Values of ``cls``'s fields found as ``ROLECAST_<FIELD>`` variables (lists comma-separated)."""
+    """Values of ``cls``'s fields found in the environment (lists comma-separated).
+
+    ``ROLECAST_<SECTION>__<FIELD>`` (pydantic-settings' nesting convention) sets one
+    section's field; the flat ``ROLECAST_<FIELD>`` sets it in every section that has it —
+    ``ROLECAST_SEED`` every seed, ``ROLECAST_DB`` the server's and the bot's database —
+    and gives way to the sectioned one.
+    """
     env = os.environ if env is None else env
     found: dict[str, Any] = {}
     for name in cls.model_fields:
-        raw = env.get(ENV_PREFIX + name.upper())
+        raw = env.get(f"{ENV_PREFIX}{cls.section.upper()}__{name.upper()}") if cls.section else None
+        if raw is None:
+            raw = env.get(ENV_PREFIX + name.upper())
         if raw is None:
             continue
         found[name] = _split(raw) if _is_sequence(cls, name) else raw
