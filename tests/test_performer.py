@@ -75,6 +75,15 @@ def test_stream_yields_clean_pieces_and_a_reply(pack):
     assert stream.reply.first_token_seconds is not None
 
 
+def test_a_stream_closed_before_its_first_piece_does_not_resample(pack):
+    backend = FakeBackend().queue("Otto: not mine to say.")
+    stream = Performer(pack, backend, index=None, style=None).stream([], "Evening.")
+    stream.close()  # the client went away before anything came
+    assert list(stream) == []
+    assert [c["method"] for c in backend.calls] == ["stream"], "nothing is sampled for a client that is gone"
+    assert stream.reply.finish_reason == "cancelled"
+
+
 def test_stream_with_candidates_sends_the_best_whole(pack):
     backend = FakeBackend().queue("No.", "The sea says no.")
     performer = Performer(pack, backend, perf=PerformerSettings(candidates=2), index=None, style=KeywordStyle())

@@ -198,6 +198,9 @@ class ReplyStream:
 
     def __iter__(self) -> Iterator[str]:
         if self.perf.candidates > 1:
+            if self._closed:  # gone before generation started: sample nothing
+                self.reply = Reply("", notices=self.prompt.notices, finish_reason="cancelled")
+                return
             self.reply = self.performer.reply(self.history, self.message, self.gen, self.perf)
             yield self.reply.text
             return
@@ -223,7 +226,7 @@ class ReplyStream:
             self._source.close()
         tail = cleaner.finish() if not self._closed else ""
         text = cleaner.text
-        fallback = not text
+        fallback = not text and not self._closed  # a client that left gets nothing resampled
         if fallback:  # nothing usable came out: fall back on a full resample, then the card's line
             retry = p.reply(self.history, self.message, self.gen, self.perf.updated(candidates=1))
             text, fallback, tail = retry.text, retry.fallback, retry.text
