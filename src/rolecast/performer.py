@@ -87,8 +87,8 @@ class Performer:
         self.fallback = ext.get("fallback") or DEFAULT_FALLBACK
         self.typical_words = float(ext.get("stats", {}).get("words_per_line_median") or 12)
         self.post = PostProcessor(self.character, pack.info.get("speakers", []), ext.get("aliases", []), user)
-        self.index = _optional(pack, "index", "rolecast.retrieval", "LineIndex") if index is AUTO else index
-        self.style = _optional(pack, "style", "rolecast.style", "StyleScorer") if style is AUTO else style
+        self.index = _optional(pack, "index", _load_index) if index is AUTO else index
+        self.style = _optional(pack, "style", _load_style) if style is AUTO else style
 
     @classmethod
     def load(cls, pack_path: str | Path, backend: BackendSettings | None = None, **kwargs) -> Performer:
@@ -302,14 +302,26 @@ def _trigrams(text: str) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
 
 
-def _optional(pack: Pack, part: str, module: str, cls: str):
+def _load_index(pack: Pack):
+    from .retrieval import LineIndex  # lazily: it needs the chat extra (sentence-transformers)
+
+    return LineIndex.load(pack)
+
+
+def _load_style(pack: Pack):
+    from .style import StyleScorer
+
+    return StyleScorer.load(pack)
+
+
+def _optional(pack: Pack, part: str, load):
     """A pack part's loader result, or None (logged) when the part or its extra is missing."""
     if not pack.has(part):
         log.warning("%s has no %s; replies will be less in character (build it: rolecast %s %s)",
                     pack.path, part, "index" if part == "index" else "style train", pack.path)
         return None
     try:
-        return getattr(__import__(module, fromlist=[cls]), cls).load(pack)
+        return load(pack)
     except (ImportError, PackError) as exc:
         log.warning("could not load the %s of %s: %s", part, pack.path, exc)
         return None

@@ -135,16 +135,27 @@ def fallback_line(script, character: str) -> str:
     return short.most_common(1)[0][0] if short else "Hm."
 
 
+def _build_index(pack: Pack) -> None:
+    from .retrieval import build_index  # lazily: the chat extra may be missing
+
+    build_index(pack)
+
+
+def _train_style(pack: Pack) -> None:
+    from .style import train_style
+
+    train_style(pack)
+
+
 def _optional_parts(pack: Pack, out: Path, settings: PrepareSettings, lap) -> None:
     """Retrieval index and style classifier: built when the chat extra is installed."""
     steps = []
     if settings.index:
-        steps.append(("index", "rolecast.retrieval", "build_index"))
+        steps.append(("index", _build_index))
     if settings.style:
-        steps.append(("style", "rolecast.style", "train_style"))
-    for name, module, func in steps:
+        steps.append(("style", _train_style))
+    for name, builder in steps:
         try:
-            builder = getattr(__import__(module, fromlist=[func]), func)
             builder(pack)
         except (ImportError, MissingExtraError) as exc:
             log.warning("skipped the %s (%s); install the chat extra and run: rolecast %s %s",
