@@ -153,3 +153,19 @@ def test_real_other_sources(tmp_path, parts, character, least):
     out = tmp_path / "pack"
     prepare([needs_shared_data(*parts)], PrepareSettings(character=character, **FAST), out)
     assert len(check_pack(out, Pack.open(out).character)) >= least
+
+
+def test_default_output_is_a_summary_and_verbose_says_more(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*flags):
+        code = "import sys; from rolecast.cli import main; sys.exit(main(sys.argv[1:]))"
+        args = [*flags, "prepare", str(SAMPLE_SCRIPT), "--character", "Maggie", "--no-style", "--no-index",
+                "--out", str(tmp_path / f"p{len(flags)}{''.join(flags)}")]
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+
+    quiet = run()
+    assert quiet.stdout.startswith("Wrote ") and "INFO" not in quiet.stderr, quiet.stderr
+    assert "INFO rolecast" in run("-v").stderr
+    assert run("-q").stderr == ""

@@ -38,13 +38,16 @@ log = logging.getLogger("rolecast")
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="rolecast")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, envvar="ROLECAST_CONFIG", help="TOML config file (sections: prepare, generation, performer, backend, serve, train, eval).")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-v", "--verbose", count=True, help="Say what each stage does (-vv: debug, libraries included).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only: no warnings, no progress bars.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) -> None:
     """Turn a TV series' scripts into a chatbot that talks like one of its characters."""
     logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("rolecast").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Default: progress bars, warnings and a short summary; -v: each stage's decisions.
+    level = logging.ERROR if quiet else logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.getLogger("rolecast").setLevel(level)
     ctx.obj = {"config": load_config(config_path)}
 
 

@@ -50,6 +50,7 @@ from .pack import Pack, slug
 from .performer import VARIANTS, Performer, Variant, pack_adapter, repetition
 from .postprocess import breaks_persona, loops
 from .probes import probes
+from .progress import bar
 from .prompt import build_prompt
 from .replay import answered, held_out_scenes, knowledge, replay
 from .settings import BackendSettings, EvalSettings, GenerationSettings, PerformerSettings
@@ -117,10 +118,11 @@ def run_variant(performer: Performer, variant: Variant, cases: list[dict], scene
     name = next(k for k, v in VARIANTS.items() if v == variant)
     log.info("eval %s: %d exchanges, %d scenes, %d knowledge probes", name, len(cases), len(scenes), len(asked))
     start = time.perf_counter()
-    rows = [run_case(performer, variant, case, gen.updated(seed=settings.seed + i)) for i, case in enumerate(cases)]
+    rows = [run_case(performer, variant, case, gen.updated(seed=settings.seed + i))
+            for i, case in enumerate(bar(cases, f"eval {name}"))]
     breaks = probe_breaks(performer, variant, gen, settings) if settings.probes else None
     played = []
-    for k, scene in enumerate(scenes):
+    for k, scene in enumerate(bar(scenes, f"eval {name}: scenes")):
         def answer(line_id, history, message, real, turn, k=k):
             case = {"id": line_id, "history": history, "message": message, "reply": real}
             return run_case(performer, variant, case, gen.updated(seed=settings.seed + 101 * k + turn), score=False)

@@ -26,6 +26,7 @@ from .errors import PackError
 from .examples import read_examples
 from .files import atomic_dir, write_json
 from .pack import Pack
+from .progress import enabled as progress_enabled
 
 log = logging.getLogger(__name__)
 _NAME_PREFIX = re.compile(r"^[^:\n]{1,40}: ")
@@ -61,7 +62,7 @@ def build_index(pack: Pack, model: Embedder | None = None) -> LineIndex:
     if not items:
         raise PackError(f"the pack {pack.path} has no training examples to index", "re-run rolecast prepare")
     model = model or embedder()
-    vectors = model.encode([it["prompt"] or it["reply"] for it in items], batch_size=128)
+    vectors = model.encode([it["prompt"] or it["reply"] for it in items], batch_size=128, progress=progress_enabled())
     with atomic_dir(pack.part("index")) as tmp:
         with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
             for it in items:
