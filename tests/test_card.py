@@ -329,3 +329,53 @@ def test_real_friends_chandler_card_and_house_phrases():
     house = house_script()
     phrases = signature_phrases(house, "House")
     assert phrases, "House has signature phrases"
+
+
+# ----------------------------------------------------------------------------- the card commands
+
+
+def _pack_for_cards(tmp_path: Path, card: dict) -> Path:
+    from rolecast.pack import new_pack_info
+
+    folder = tmp_path / "pack"
+    folder.mkdir()
+    save_card(card, folder / "card.json")
+    (folder / "pack.json").write_text(json.dumps(new_pack_info(card["data"]["name"], "Show")))
+    return folder
+
+
+def test_card_export_png_round_trips_through_import(tmp_path, card):
+    from rolecast.cli import main
+
+    pack = _pack_for_cards(tmp_path, card)
+    assert main(["card", "export", str(pack), "--png", str(tmp_path / "out.png"), "--json", str(tmp_path / "out.json")]) == 0
+    assert load_card(tmp_path / "out.png") == card == load_card(tmp_path / "out.json")
+    assert main(["card", "export", str(pack)]) == 2, "nothing to write is a one-line error"
+
+
+def test_card_import_v3_png_replaces_keeps_rolecast_data_and_sets_the_avatar(tmp_path, card):
+    from rolecast.cli import main
+
+    pack = _pack_for_cards(tmp_path, card)
+    v3 = {"spec": "chara_card_v3", "spec_version": "3.0",
+          "data": {"name": card["data"]["name"], "description": "Rewritten by a fan.", "first_mes": "Well, hello."}}
+    png = _png_with_text(tmp_path, b"ccv3", base64.b64encode(json.dumps(v3).encode()))
+    assert main(["card", "import", str(png), "--pack", str(pack)]) == 0
+    new = json.loads((pack / "card.json").read_text())["data"]
+    assert new["description"] == "Rewritten by a fan." and new["first_mes"] == "Well, hello."
+    assert new["personality"] == "", "replace: fields the card leaves out are empty"
+    assert new["extensions"]["rolecast"] == card["data"]["extensions"]["rolecast"], "rolecast's own data is kept"
+    assert Image.open(pack / "avatar.png").size == (8, 8)
+
+
+def test_card_import_merge_takes_only_filled_fields(tmp_path, card):
+    from rolecast.cli import main
+
+    pack = _pack_for_cards(tmp_path, card)
+    update = tmp_path / "update.json"
+    update.write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0",
+                                  "data": {"name": card["data"]["name"], "scenario": "A storm.", "personality": ""}}))
+    assert main(["card", "import", str(update), "--pack", str(pack), "--merge"]) == 0
+    new = json.loads((pack / "card.json").read_text())["data"]
+    assert new["scenario"] == "A storm." and new["personality"] == card["data"]["personality"]
+    assert main(["card", "import", str(tmp_path / "absent.json"), "--pack", str(pack)]) == 2

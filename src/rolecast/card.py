@@ -459,6 +459,61 @@ def save_card(card: dict, path: Path, avatar: Path | None = None) -> None:
     log.info("card saved to %s", path)
 
 
+def import_card(pack, path: Path, merge: bool = False) -> dict:
+    """Put the card at ``path`` (V1/V2/V3, .json or SillyTavern .png) into ``pack``; return the new card.
+
+    Replace (default): the imported card's fields replace the pack's. ``merge``: only its
+    non-empty fields do. Either way rolecast's own data (``extensions.rolecast``: the
+    speaker statistics, aliases and fallback line the chat relies on) is kept unless the
+    imported card brings its own. A PNG's image becomes the pack's ``avatar.png``.
+    """
+    incoming = load_card(path)
+    current = pack.card()
+    data = dict(current["data"]) if merge else {}
+    for key, value in incoming["data"].items():
+        if not merge or value not in ("", [], {}, None):
+            data[key] = value
+    extensions = dict(incoming["data"].get("extensions") or {})
+    ours = current["data"].get("extensions", {}).get("rolecast")
+    if ours is not None and "rolecast" not in extensions:
+        extensions["rolecast"] = ours
+    data["extensions"] = {**(current["data"].get("extensions") or {}), **extensions} if merge else extensions
+    card = as_v2({**current, "data": data}, path)
+    if data["name"] != current["data"].get("name"):
+        log.warning("the card is named %r, the pack's character %r: the chat will call the character %r",
+                    data["name"], current["data"].get("name"), data["name"])
+    save_card(card, pack.part("card"))
+    if Path(path).suffix.lower() == ".png":
+        from PIL import Image
+
+        with Image.open(path) as image:  # the card's own picture: the web chat's avatar
+            atomic_write(pack.path / "avatar.png", _image_bytes(image))
+    pack.record("card", imported=str(path), merged=merge)
+    return card
+
+
+def export_card(pack, json_path: Path | None = None, png_path: Path | None = None,
+                avatar: Path | None = None) -> list[Path]:
+    """Write the pack's card as a .json and/or a SillyTavern .png (the pack's avatar.png, else ``avatar``,
+    else a portrait with the initials); return the paths written."""
+    card = pack.card()
+    written = []
+    if json_path:
+        save_card(card, json_path)
+        written.append(Path(json_path))
+    if png_path:
+        picture = avatar or (pack.path / "avatar.png" if (pack.path / "avatar.png").exists() else None)
+        save_card(card, png_path, picture)
+        written.append(Path(png_path))
+    return written
+
+
+def _image_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGBA" if "A" in image.getbands() else "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _with_text_chunk(png: bytes, key: bytes, value: bytes) -> bytes:
     """``png`` with a tEXt chunk inserted before IEND (the last 12 bytes)."""
     body = key + b"\0" + value

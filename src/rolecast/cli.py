@@ -320,6 +320,40 @@ def export_command(pack: Path, merged: str | None) -> None:
         click.echo(f"Wrote {path}")
 
 
+@cli.group()
+def card() -> None:
+    """Character cards (SillyTavern V1/V2/V3, JSON or PNG) in and out of a pack."""
+
+
+@card.command("import")
+@click.argument("card_file", type=click.Path(path_type=Path))
+@click.option("--pack", "pack_path", type=click.Path(path_type=Path), required=True, help="The pack whose card to replace.")
+@click.option("--merge", is_flag=True, help="Take only the card's non-empty fields; keep the pack's others.")
+def card_import(card_file: Path, pack_path: Path, merge: bool) -> None:
+    """Put CARD_FILE (.json or .png) into a pack, replacing (or, with --merge, updating) its card."""
+    from .card import import_card
+    from .pack import Pack
+
+    imported = import_card(Pack.open(pack_path), card_file, merge=merge)
+    click.echo(f"{'Merged' if merge else 'Imported'} the card of {imported['data']['name']} into {pack_path}")
+
+
+@card.command("export")
+@click.argument("pack_path", type=click.Path(path_type=Path))
+@click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a SillyTavern card PNG here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the card JSON here.")
+@click.option("--avatar", type=click.Path(dir_okay=False, path_type=Path), help="Picture for the PNG (default: the pack's avatar.png, else initials).")
+def card_export(pack_path: Path, png_path: Path | None, json_path: Path | None, avatar: Path | None) -> None:
+    """Write PACK_PATH's card as a file SillyTavern imports."""
+    from .card import export_card
+    from .pack import Pack
+
+    if not png_path and not json_path:
+        raise SettingsError("nothing to write", "give --png CARD.png and/or --json CARD.json")
+    written = export_card(Pack.open(pack_path), json_path, png_path, avatar)
+    click.echo("Wrote " + ", ".join(map(str, written)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: RolecastError → one line on stderr and exit code 2."""
     try:
