@@ -62,6 +62,23 @@ class FakeBackend(Backend):
 
 register("fake", FakeBackend)
 
+#: Variables that steer the tests themselves, not rolecast: left alone.
+TEST_CONTROLS = {"ROLECAST_REQUIRE_BROWSER", "ROLECAST_SCREENSHOT"}
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch, tmp_path_factory):
+    """No test sees the developer's ROLECAST_* variables or a ./rolecast.toml: settings come from the test alone."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("ROLECAST_") and name not in TEST_CONTROLS:
+            monkeypatch.delenv(name)
+    # An empty config file stands in for ./rolecast.toml (a test that wants one passes --config or sets this).
+    empty = tmp_path_factory.getbasetemp() / "rolecast-empty.toml"
+    empty.touch()
+    monkeypatch.setenv("ROLECAST_CONFIG", str(empty))
+
 
 @pytest.fixture
 def fake() -> FakeBackend:

@@ -115,3 +115,13 @@ def test_a_negative_switch_is_one_plain_flag():
     assert runner.invoke(command, []).output.strip() == "None", "unset: left to env, config file and default"
     assert runner.invoke(command, ["--no-adapter"]).output.strip() == "True"
     assert "--no-no-adapter" not in runner.invoke(command, ["--help"]).output
+
+
+def test_tests_never_see_the_developers_settings():
+    import os
+
+    from conftest import TEST_CONTROLS
+
+    leaked = [k for k in os.environ if k.startswith("ROLECAST_") and k not in TEST_CONTROLS | {"ROLECAST_CONFIG"}]
+    assert leaked == [], "the autouse fixture in conftest.py removes them"
+    assert load_config() == {}, "./rolecast.toml is never read by a test"
