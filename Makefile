@@ -27,8 +27,11 @@ demo: $(SAMPLE_PACK)/pack.json
 	@echo "Web chat and OpenAI-compatible API on http://127.0.0.1:8000 — Ctrl-C to stop."
 	$(VENV)/bin/rolecast serve $(SAMPLE_PACK) --db packs/demo.db
 
+# Lint and the fast suite first, so that a lint or logic break fails in minutes; then the slow tests.
 test: setup
-	$(PY) -m pytest
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m slow
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
