@@ -280,3 +280,20 @@ def test_sigkill_mid_reply_never_loses_a_completed_turn(tmp_path):
         rows = conn.execute("SELECT role, content FROM messages ORDER BY id").fetchall()
     assert [r for r in rows if r in completed] == completed
     assert sum(1 for r in rows if r[0] == "user" and r[1].startswith("killed")) == 10, "each killed turn's message was saved first"
+
+
+def test_a_real_pack_serves_with_its_index_and_style_classifier(sample_pack, tmp_path, backend):
+    """The sample pack's real retrieval index and style classifier, behind the API (the fake model only writes)."""
+    serve = ServeSettings(db=str(tmp_path / "real.db"), web=False)
+    service = ChatService.open([sample_pack], serve, BackendSettings(backend="fake"), make_backend=lambda s, a: backend)
+    performer = service.characters["maggie"].performer
+    assert performer.index is not None and performer.style is not None, "the pack's parts are loaded"
+    backend.queue("Sit down before you fall down, love.", "The tide does not wait for anyone.")
+    body = TestClient(create_app(serve, service)).post("/v1/chat/completions", json={
+        "model": "maggie", "messages": [{"role": "user", "content": "Rough night on the ward?"}], "n": 2}).json()
+    prompt = backend.calls[-1]["messages"]
+    assert len(prompt) > 2, "retrieved real exchanges are in the prompt"
+    scores = [c["scores"] for c in body["rolecast"]["candidates"]]
+    assert all(0 < s["style"] < 1 and s["style"] != 0.5 for s in scores), scores
+    assert all(s["relevance"] != 0 for s in scores), "relevance comes from the real embedder"
+    service.close()
