@@ -297,3 +297,26 @@ def test_a_real_pack_serves_with_its_index_and_style_classifier(sample_pack, tmp
     assert all(0 < s["style"] < 1 and s["style"] != 0.5 for s in scores), scores
     assert all(s["relevance"] != 0 for s in scores), "relevance comes from the real embedder"
     service.close()
+
+
+def test_latency_of_a_stream_counts_until_its_last_byte(tmp_path):
+    import re
+    import time as clock
+
+    class Slow(FakeBackend):
+        def stream(self, messages, settings):
+            for piece in super().stream(messages, settings):
+                clock.sleep(0.2)
+                yield piece
+
+    backend = Slow().queue("one two three")
+    serve = ServeSettings(db=str(tmp_path / "chat.db"), web=False)
+    service = ChatService.open([make_pack(tmp_path / "maggie", "Maggie")], serve, BackendSettings(backend="fake"),
+                               make_backend=lambda s, a: backend)
+    client = TestClient(create_app(serve, service))
+    with client.stream("POST", "/v1/chat/completions", json={"model": "maggie", "stream": True,
+                                                              "messages": [{"role": "user", "content": "Hi"}]}) as r:
+        list(r.iter_lines())
+    text = client.get("/metrics").text
+    total = float(re.search(r'rolecast_request_seconds_sum\{route="/v1/chat/completions"\} ([0-9.e+-]+)', text).group(1))
+    assert total >= 0.5, f"the histogram stopped when the stream started: {total:.3f} s"

@@ -259,8 +259,17 @@ def _middleware(app: FastAPI, settings: ServeSettings, metrics: Metrics) -> None
             return JSONResponse(error_body(str(err), err.kind, None, "body_too_large"), 413)
         start = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.request(getattr(route, "path", "other"), response.status_code, time.perf_counter() - start)
+        path, status = getattr(request.scope.get("route"), "path", "other"), response.status_code
+        body = response.body_iterator
+
+        async def timed():  # a request ends with its last byte: an SSE stream's latency is the whole stream
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                metrics.request(path, status, time.perf_counter() - start)
+
+        response.body_iterator = timed()
         return response
 
     if settings.cors_origins:
