@@ -144,3 +144,25 @@ def test_two_packs_with_one_name_are_refused_and_nothing_leaks(tmp_path):
     with pytest.raises(SettingsError, match="two packs are served as 'maggie'"):
         ChatService.open([first, second], serve, BackendSettings(backend="fake"), make_backend=lambda s, a: Tracked())
     assert len(closed) == 1, "the backend opened for the first pack is closed"
+
+
+def test_store_writes_never_run_on_the_event_loop(service):
+    svc, _ = service
+    conv = svc.store.create_conversation("maggie", "local")
+    writes = []
+    original = svc.store.add_message
+
+    def add_message(*args, **kwargs):
+        writes.append(threading.get_ident())
+        return original(*args, **kwargs)
+
+    svc.store.add_message = add_message
+
+    async def turn():
+        loop_thread = threading.get_ident()
+        async for _ in svc.turn_stream(conv["id"], "Hi"):
+            pass
+        return loop_thread
+
+    loop_thread = asyncio.run(turn())
+    assert len(writes) == 2 and loop_thread not in writes, "a commit with fsync ran on the event loop"

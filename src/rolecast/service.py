@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import threading
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .backends import Backend, create
 from .backends.base import Message
@@ -182,16 +184,19 @@ class ChatService:
 
     async def stream(self, model: str, history: list[Message], message: str, gen: GenerationSettings | None = None,
                      perf: PerformerSettings | None = None,
-                     on_start: Callable[[], None] | None = None) -> AsyncIterator[str | Reply]:
+                     on_start: Callable[[], Any] | None = None) -> AsyncIterator[str | Reply]:
         """Yield the reply's pieces, then the finished Reply. Stopping early cancels generation.
 
-        ``on_start`` runs once a generation slot is granted, before generation begins.
+        ``on_start`` (a function or a coroutine function) runs once a generation slot is
+        granted, before generation begins.
         """
         char = self.character(model)
         char.pool.acquire()
         try:
             if on_start is not None:
-                on_start()
+                started = on_start()
+                if inspect.isawaitable(started):
+                    await started
         except BaseException:
             char.pool.release()
             raise
@@ -236,6 +241,11 @@ class ChatService:
             with contextlib.suppress(Exception):
                 self.on_reply(model, reply)
 
+    @staticmethod
+    async def _write(fn: Callable, *args, **kwargs):
+        """A store write (a committed, fsynced transaction) in a thread: the event loop never waits on the disk."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
     # -- conversations ------------------------------------------------------------
     async def turn_stream(self, conversation_id: str, message: str, gen: GenerationSettings | None = None,
                           perf: PerformerSettings | None = None, regenerate: bool = False) -> AsyncIterator[str | Reply]:
@@ -258,11 +268,11 @@ class ChatService:
             else:
                 self.character(conv["character"]).performer.check_message(message)  # an empty one saves nothing
 
-                def on_start() -> None:  # once a slot is granted: a refused request saves nothing
-                    self.store.add_message(conversation_id, "user", message)
+                async def on_start() -> None:  # once a slot is granted: a refused request saves nothing
+                    await self._write(self.store.add_message, conversation_id, "user", message)
             async for item in self.stream(conv["character"], history, message, gen, perf, on_start):
                 if isinstance(item, Reply):
-                    self.store.add_message(conversation_id, "assistant", item.text,
+                    await self._write(self.store.add_message, conversation_id, "assistant", item.text,
                                            {"scores": item.scores, "notices": item.notices,
                                             "finish_reason": item.finish_reason}, replaces=replaced)
                 yield item
@@ -294,8 +304,9 @@ class ChatService:
                 reply = await pool.run(performer.reply, history, message, gen)
                 self._done(conv["character"], reply)
                 texts.append(reply.text)
-            self.store.add_message(conversation_id, "user", message)
-            self.store.add_vote(conversation_id, conv["character"], message, (names[0], texts[0]), (names[1], texts[1]))
+            await self._write(self.store.add_message, conversation_id, "user", message)
+            await self._write(self.store.add_vote, conversation_id, conv["character"], message, (names[0], texts[0]),
+                              (names[1], texts[1]))
             return {"a": texts[0], "b": texts[1]}
 
     def pending_vote(self, conversation_id: str) -> dict | None:
@@ -312,18 +323,18 @@ class ChatService:
             if not pending:
                 raise NotFoundError("no replies are waiting for a vote here", "send a message")
             text = pending["reply_b"] if choice == "b" else pending["reply_a"]
-            self.store.decide_vote(pending["id"], choice, text, {"blind": True})
+            await self._write(self.store.decide_vote, pending["id"], choice, text, {"blind": True})
             return text
 
     async def undo(self, conversation_id: str) -> str | None:
         """Remove the last exchange (and a vote waiting on it); the user's message, to edit, or None."""
         async with self.lock(conversation_id):
-            self.store.drop_pending_votes(conversation_id)
-            self.store.delete_last(conversation_id, ("assistant",))
-            removed = self.store.delete_last(conversation_id, ("user",))
+            await self._write(self.store.drop_pending_votes, conversation_id)
+            await self._write(self.store.delete_last, conversation_id, ("assistant",))
+            removed = await self._write(self.store.delete_last, conversation_id, ("user",))
             return removed["content"] if removed else None
 
     async def clear(self, conversation_id: str) -> None:
         async with self.lock(conversation_id):
-            self.store.drop_pending_votes(conversation_id)
-            self.store.clear(conversation_id)
+            await self._write(self.store.drop_pending_votes, conversation_id)
+            await self._write(self.store.clear, conversation_id)
