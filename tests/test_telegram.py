@@ -465,3 +465,23 @@ def test_split_text_prefers_sentences_then_spaces():
     assert " ".join(parts) == text.strip()
     assert split_text("word " * 10, limit=12) == ["word word", "word word", "word word", "word word", "word word"]
     assert split_text("x" * 25, limit=10) == ["x" * 10, "x" * 10, "x" * 5]
+
+
+def test_each_chat_counts_against_the_rate_limit(service, backend):
+    from rolecast.service import RateLimiter
+
+    service.limiter = RateLimiter(1)  # one message a minute per chat
+    backend.queue("First.", "Other chat.")
+
+    async def scenario():
+        async with running(service) as fake:
+            fake.send("Hello.")
+            await fake.sent(1)
+            fake.send("Again!")
+            await fake.wait(lambda: len(fake.of("sendMessage", chat_id=CHAT)) >= 2)
+            refused = fake.of("sendMessage", chat_id=CHAT)[-1].params["text"]
+            assert refused.startswith("⚠️") and "too many requests" in refused
+            fake.send("Me first.", chat_id=CHAT + 1)  # another chat has its own allowance
+            await fake.sent(1, chat_id=CHAT + 1)
+
+    run(scenario())

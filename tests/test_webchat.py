@@ -206,6 +206,17 @@ def test_regenerate_undo_clear(web, service, backend):
         collect(web.regenerate("maggie", saved, *DEFAULTS))
 
 
+def test_the_web_chat_counts_against_the_rate_limit(tmp_path, backend):
+    _, service = open_service(tmp_path, backend, rate_limit=1)
+    web = WebChat(service)
+    saved = collect(web.send("Hi", "maggie", None, *DEFAULTS, who="web:alice"))[-1][3]
+    with pytest.warns(UserWarning, match="too many requests"):
+        outs = collect(web.send("Again", "maggie", saved, *DEFAULTS, who="web:alice"))
+    assert outs[-1][2] == "Again", "the refused message stays in the box"
+    collect(web.send("Hello", "otto", None, *DEFAULTS, who="web:bob"))  # another user has their own allowance
+    service.close()
+
+
 BLIND = {"blind": True, "blind_rate": 1.0, "blind_variants": ["prompt", "retrieval"]}
 
 

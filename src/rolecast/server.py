@@ -42,7 +42,6 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
     app = FastAPI(title="rolecast", version=_version(), summary="Characters from TV scripts, OpenAI-compatible.")
     app.state.service = service
     app.state.metrics = metrics = Metrics(service)
-    limiter = RateLimiter(settings.rate_limit)
     keys = [k.encode() for k in settings.api_keys]
 
     def owner(request: Request) -> str:
@@ -57,7 +56,7 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
         if not matched:
             raise AuthError("missing or wrong API key", "send 'Authorization: Bearer KEY'")
         who = "key:" + hashlib.sha256(token).hexdigest()[:16]
-        limiter.check(who)
+        service.check_rate(who)
         return who
 
     _errors(app, metrics)
@@ -195,26 +194,6 @@ class _PlainText(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return content if isinstance(content, bytes) else str(content).encode()
-
-
-class RateLimiter:
-    """A token bucket per API key: ``per_minute`` requests, refilled continuously."""
-
-    def __init__(self, per_minute: int):
-        self.rate = per_minute / 60.0
-        self.capacity = float(per_minute)
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    def check(self, who: str) -> None:
-        if self.rate <= 0:
-            return
-        now = time.monotonic()
-        tokens, last = self.buckets.get(who, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
-        if tokens < 1:
-            self.buckets[who] = (tokens, now)
-            raise RateLimitError("too many requests for this API key", "slow down", retry_after=(1 - tokens) / self.rate)
-        self.buckets[who] = (tokens - 1, now)
 
 
 def _errors(app: FastAPI, metrics: Metrics) -> None:

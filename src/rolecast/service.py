@@ -20,6 +20,7 @@ import inspect
 import logging
 import random
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,26 @@ from .settings import BackendSettings, GenerationSettings, PerformerSettings, Se
 from .store import Store
 
 log = logging.getLogger(__name__)
+
+
+class RateLimiter:
+    """A token bucket per API key: ``per_minute`` requests, refilled continuously."""
+
+    def __init__(self, per_minute: int):
+        self.rate = per_minute / 60.0
+        self.capacity = float(per_minute)
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def check(self, who: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        tokens, last = self.buckets.get(who, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self.buckets[who] = (tokens, now)
+            raise RateLimitError("too many requests for this API key", "slow down", retry_after=(1 - tokens) / self.rate)
+        self.buckets[who] = (tokens - 1, now)
 
 
 def blind_variants(wanted: list[str], has_adapter: bool) -> list[str]:
@@ -108,6 +129,14 @@ class ChatService:
     _locks: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
     #: called with (character id, Reply) after every generation (metrics)
     on_reply: Callable[[str, Reply], None] | None = None
+    limiter: RateLimiter | None = None
+
+    def __post_init__(self) -> None:
+        self.limiter = self.limiter or RateLimiter(self.settings.rate_limit)
+
+    def check_rate(self, who: str) -> None:
+        """Count a request of ``who`` (an API key's hash, a web user, a Telegram chat); RateLimitError beyond the rate."""
+        self.limiter.check(who)
 
     @classmethod
     def open(cls, packs: list[Path], settings: ServeSettings, backend: BackendSettings,

@@ -214,6 +214,7 @@ class TelegramChats:
 
     async def text(self, message: Message, bot: Bot) -> None:
         chat_id = message.chat.id
+        self.service.check_rate(self.key(chat_id))  # RateLimitError: its one line goes to the chat
         conversation_id = self.conversation(chat_id)
         with contextlib.suppress(TelegramAPIError):  # "typing…" until the first piece: cosmetic
             await bot(SendChatAction(chat_id=chat_id, action="typing"))

@@ -189,15 +189,24 @@ class WebChat:
             return gr.update(), gr.update(), gr.update(), saved_state(saved)
         return self.avatar(character), chat, scores, saved
 
-    async def send(self, message: str, character: str, saved: Any, *values: float) -> AsyncIterator[Out]:
-        """Send the message and stream the reply into the chat."""
-        async for out in self._turn(character, saved, message or "", values, regenerate=False):
+    async def send(self, message: str, character: str, saved: Any, *values: float, who: str | None = None
+                   ) -> AsyncIterator[Out]:
+        """Send the message and stream the reply into the chat (``who``: the caller, for the rate limit)."""
+        async for out in self._turn(character, saved, message or "", values, regenerate=False, who=who):
             yield out
 
-    async def regenerate(self, character: str, saved: Any, *values: float) -> AsyncIterator[Out]:
+    async def regenerate(self, character: str, saved: Any, *values: float, who: str | None = None
+                         ) -> AsyncIterator[Out]:
         """Replace the last reply with a new one (or answer a message left without one)."""
-        async for out in self._turn(character, saved, "", values, regenerate=True):
+        async for out in self._turn(character, saved, "", values, regenerate=True, who=who):
             yield out
+
+    @staticmethod
+    def caller(request: gr.Request | None) -> str | None:
+        """The web user the rate limit counts: the signed-in name (with API keys), else the browser's address."""
+        if request is None:
+            return None
+        return "web:" + (request.username or (request.client.host if request.client else "unknown"))
 
     async def undo(self, character: str, saved: Any) -> Out:
         """Remove the last exchange; the user's message goes back into the box for editing."""
@@ -249,12 +258,15 @@ class WebChat:
             return gr.update(), gr.update(), gr.update(), saved_state(saved)
         return self.chat(character, conv_id), self.scores(conv_id), gr.update(), saved
 
-    async def _turn(self, character: str, saved: Any, message: str, values: tuple, regenerate: bool) -> AsyncIterator[Out]:
+    async def _turn(self, character: str, saved: Any, message: str, values: tuple, regenerate: bool,
+                    who: str | None = None) -> AsyncIterator[Out]:
         saved = saved_state(saved) | {"character": character}
         keep = gr.update() if regenerate else message  # the box's text when nothing was sent
         try:
             if not regenerate and not message.strip():
                 raise MessageError("the message is empty", "type something for the character to answer")
+            if who is not None:
+                self.service.check_rate(who)
             gen, perf = self.settings(character, *values)
             conv_id, saved = self._conversation(character, saved, create=not regenerate)
             if conv_id is None:
@@ -366,10 +378,19 @@ class WebChat:
             show = (self.panel, [character, saved], [panel, reply_a, reply_b])
             blocks.load(self.load, [saved], [character, avatar, chatbot, scores, saved], **opts).then(*show, **opts)
             character.input(self.pick, [character, saved], [avatar, chatbot, scores, saved], **opts).then(*show, **opts)
+            # Gradio hands a gr.Request only to a positional parameter: these wrappers take it for the rate limit.
+            async def send_event(message, character, saved, request: gr.Request, *values):
+                async for out in self.send(message, character, saved, *values, who=self.caller(request)):
+                    yield out
+
+            async def regenerate_event(character, saved, request: gr.Request, *values):
+                async for out in self.regenerate(character, saved, *values, who=self.caller(request)):
+                    yield out
+
             for trigger in (box.submit, send.click):
-                trigger(self.send, [box, character, saved, *sliders], turn, show_progress="hidden",
+                trigger(send_event, [box, character, saved, *sliders], turn, show_progress="hidden",
                         **opts).then(*show, **opts)
-            again.click(self.regenerate, [character, saved, *sliders], turn, show_progress="hidden",
+            again.click(regenerate_event, [character, saved, *sliders], turn, show_progress="hidden",
                         **opts).then(*show, **opts)
             undo.click(self.undo, [character, saved], turn, **opts).then(*show, **opts)
             for trigger in (clear.click, chatbot.clear):  # the Chatbot's own trash icon clears the store too
