@@ -168,3 +168,18 @@ def test_blind_votes_join_the_report(sample_pack, tmp_path):
     with pytest.raises(Exception, match="no vote database"):
         evaluate(pack, settings.updated(votes=str(tmp_path / "none.db")), BackendSettings(backend="evalfake"),
                  GenerationSettings())
+
+
+@pytest.mark.slow
+def test_real_model_reranks_the_longest_probe_of_the_sample(sample_pack):
+    """The sample pack's eval died with 'llama_decode returned 1': four candidates of the 3,000-word probe."""
+    from rolecast.performer import Performer
+    from rolecast.probes import long_message
+    from rolecast.settings import PerformerSettings
+
+    performer = Performer.load(sample_pack, BackendSettings(), perf=PerformerSettings(candidates=4))
+    try:
+        reply = performer.reply([], long_message(), GenerationSettings(seed=3))
+        assert reply.text.strip() and 1 <= len(reply.candidates) <= 4
+    finally:
+        performer.backend.close()
