@@ -27,6 +27,14 @@ def test_coherence_prefers_the_real_reply_over_a_shuffled_one(judges, cases):
     assert judges.coherence(contexts, real).mean() > judges.coherence(contexts, shuffled).mean()
 
 
+def test_coherence_does_not_reward_an_echo_of_the_message(judges, cases):
+    contexts = [messages_context(c["history"], c["message"]) for c in cases]
+    real = judges.coherence(contexts, [c["reply"] for c in cases])
+    echo = judges.coherence(contexts, [c["message"] for c in cases])
+    assert judges.coherence_validation["echo_auc"] >= 0.7, judges.coherence_validation
+    assert real.mean() > echo.mean(), "saying the message back is not answering it"
+
+
 def test_held_apart_judge_tells_the_character_from_others_and_never_touches_the_pack(sample_pack, monkeypatch):
     import rolecast.style
 

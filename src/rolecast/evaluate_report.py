@@ -81,9 +81,10 @@ def judges_section(metrics: dict) -> list[str]:
     lines = ["## The judges and their checks", "",
              "| judge | what it is | its check | result |", "|---|---|---|---|",
              f"| coherence | logistic regression on MiniLM embeddings of (context, reply), learned from the scripts: "
-             f"the real next line vs the character's line from another scene ({co['train_pairs']:,} train/validation pairs) | real vs "
-             f"shuffled replies of the character on the test episodes ({co['pairs']:,} pairs), AUC | "
-             f"{co['auc']:.3f} — {verdict(co)} |",
+             f"the real next line vs the character's lines from other scenes and an echo of the message "
+             f"({co['train_pairs']:,} train/validation pairs) | real vs shuffled replies of the character on the test "
+             f"episodes ({co['pairs']:,} pairs), and real replies vs an echo of the message, AUC | "
+             f"{co['auc']:.3f} and {co.get('echo_auc', float('nan')):.3f} — {verdict(co)} |",
              f"| held-apart style | logistic regression on MiniLM embeddings, fitted only on test episodes "
              f"(never seen by the reranker's classifier), cross-fitted over {ha['groups']} groups; never loaded by "
              f"the chat | the character's test lines vs other speakers' ({ha['lines']:,} lines), out-of-fold AUC | "
