@@ -368,14 +368,12 @@ def judge_info(pack: Pack, judges: Judges, truth: dict, floor: float, encoder, r
         with contextlib.suppress(OSError, ValueError):
             report = json.loads((pack.part("style") / "report.json").read_text(encoding="utf-8"))
     n = len(real)
-    shuffled = [real[(i + 1) % n] for i in range(n)] if n else []
     return {
         "held_apart": {**judges.style_validation, "real_mean": _mean(truth["held_apart"]),
                        "trusted": judges.style_validation["auc"] >= STYLE_TRUST, "bar": STYLE_TRUST},
         "coherence": {**judges.coherence_validation, "real_mean": _mean(truth["coherence"]), "off_topic_floor": floor,
                       "trusted": judges.coherence_trusted, "bar": TRUST},
         "discriminator": {"real_vs_real": discriminator(encoder, real, real, rounds, seed),
-                          "real_vs_shuffled_real": discriminator(encoder, real, shuffled, rounds, seed),
                           "real_vs_constant": discriminator(encoder, real, ["Hm."] * n, rounds, seed)},
         "style": {"auc": report.get("roc_auc"), "method": report.get("method"), "real_mean": _mean(truth["style"])},
         "copy": {"real_rate": _mean(truth["copy"]), "min_words": COPY_MIN_WORDS},

@@ -91,9 +91,8 @@ def judges_section(metrics: dict) -> list[str]:
              f"{ha['auc']:.3f} — {verdict(ha)}; mean on the character's lines {ha['character_mean']:.3f}, on others' "
              f"{ha['other_mean']:.3f} |",
              f"| discriminator | per variant, a classifier cross-validated to tell its replies from the real ones "
-             f"(0.5: indistinguishable, 1.0: trivially a bot) | real vs real / vs shuffled real / vs a constant "
-             f"reply | {_interval(disc['real_vs_real'])} / {_interval(disc['real_vs_shuffled_real'])} / "
-             f"{_interval(disc['real_vs_constant'])} |",
+             f"(0.5: indistinguishable, 1.0: trivially a bot) | real vs real / vs a constant reply | "
+             f"{_interval(disc['real_vs_real'])} / {_interval(disc['real_vs_constant'])} |",
              f"| copies | replies of {info['copy']['min_words']}+ words repeating a training or retrieval line "
              f"near-verbatim | the real test replies | {info['copy']['real_rate']:.0%} |",
              f"| reranker's style | the pack's own classifier ({st.get('method') or '?'}), which the `rerank` variants "
