@@ -77,7 +77,8 @@ def main() -> None:
     print("rolecast split:", json.dumps(split))
     fixed = (split.get("judges_fit") or 0) + (split.get("judging") or 0)
     per_example = (new - fixed) / args.limit
-    print(f"extrapolated to 200 exchanges: rolecast ~{(fixed + per_example * 200) / 60:.1f} min "
+    # An upper bound: probes, scenes and knowledge probes cost the same at any --limit but are scaled here too.
+    print(f"extrapolated to 200 exchanges (upper bound): rolecast ~{(fixed + per_example * 200) / 60:.1f} min "
           f"(target <= 15), baseline ~{base / args.limit * 200 / 60:.1f} min")
 
 
