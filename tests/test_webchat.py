@@ -376,15 +376,23 @@ def last_bot(page):
     return page.locator("#chat [data-testid=bot]").last
 
 
+def open_page(browser, url):
+    """The web chat in a new page, once Maggie's greeting is shown."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(20_000)
+    page.goto(url)
+    expect(last_bot(page)).to_have_text("Evening, User. I am Maggie.")
+    return page
+
+
 @pytest.mark.slow
 def test_browser_chat_streams_persists_and_stays_inert(live, browser):
     from playwright.sync_api import expect
 
     url, backend = live
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(20_000)
-    page.goto(url)
-    expect(last_bot(page)).to_have_text("Evening, User. I am Maggie.")
+    page = open_page(browser, url)
 
     page.click("#character input")  # pick Otto: his greeting replaces Maggie's
     page.locator("[role=listbox] [role=option]", has_text="Otto").click()
@@ -423,10 +431,7 @@ def test_browser_blind_vote(live_blind, browser):
     from playwright.sync_api import expect
 
     url, backend = live_blind
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(20_000)
-    page.goto(url)
-    expect(last_bot(page)).to_have_text("Evening, User. I am Maggie.")
+    page = open_page(browser, url)
     expect(page.locator("#vote-b")).to_be_hidden()
     backend.queue("Alpha reply.", "Beta reply.")
     page.fill("#message textarea", "Rough night?")

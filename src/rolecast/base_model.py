@@ -74,11 +74,11 @@ def half_dtype(torch):
 
 
 def _from_pretrained(cls, source: str, kwargs: dict):
-    from .backends.hf import _fast_gguf_loading
+    from .backends.hf import fast_gguf_loading
 
     what = f"{source}/{kwargs['gguf_file']}" if "gguf_file" in kwargs else source
     try:
-        with _fast_gguf_loading():
+        with fast_gguf_loading():
             return cls.from_pretrained(source, **kwargs)
     except OSError as exc:
         if kwargs.get("local_files_only"):

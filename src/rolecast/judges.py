@@ -40,7 +40,7 @@ import json
 import logging
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
@@ -78,13 +78,6 @@ class Line:
     speaker: str
     text: str
     context: str  # the last CONTEXT_TURNS lines before it in its scene, one per line
-
-
-@dataclass
-class SplitLines:
-    """The lines of each split (2+ words, real speakers), in script order."""
-
-    lines: dict[str, list[Line]] = field(default_factory=dict)
 
 
 def context_text(turns: list[str]) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from ..errors import MessageError, ModelError, SettingsError, first_line, require
 from ..settings import BackendSettings, GenerationSettings
 from .base import Backend, Completion, Message, StopScanner
-from .llamacpp import _CHATML, DRY_BREAKERS, check_gguf, default_model_path
+from .llamacpp import CHATML, DRY_BREAKERS, check_gguf, default_model_path
 
 PENALTY_LAST_N = 64  # the llamacpp backend's penalty window
 DRY_MAX_MATCH = 50  # longer repeats add nothing (and base**n would overflow)
@@ -125,7 +125,7 @@ class StopCriteria:
 
 
 @contextlib.contextmanager
-def _fast_gguf_loading():
+def fast_gguf_loading():
     """Memoize gguf's reader and tensor-name map while transformers loads a GGUF.
 
     transformers parses the file three times (config, tokenizer, weights) and rebuilds gguf's
@@ -182,7 +182,7 @@ class TransformersBackend(Backend):
         self.tokenizer, self.model = self._load(self.source, kwargs)
         if adapter:
             self._apply_adapter(adapter)
-        self.template = None if self.tokenizer.chat_template else _CHATML
+        self.template = None if self.tokenizer.chat_template else CHATML
         self.eos_ids = self._eos_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._breakers: frozenset[int] | None = None
@@ -203,7 +203,7 @@ class TransformersBackend(Backend):
         auto = self.transformers
         what = f"{source}/{kwargs['gguf_file']}" if "gguf_file" in kwargs else source
         try:
-            with _fast_gguf_loading():
+            with fast_gguf_loading():
                 tokenizer = auto.AutoTokenizer.from_pretrained(source, **kwargs)
                 model = auto.AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype, **kwargs)
         except OSError as exc:

@@ -82,7 +82,7 @@ class LlamaCppBackend(Backend):
             self._apply_adapter(Path(adapter))
         meta = self.model.metadata()
         self.formatter = llama_chat_format.Jinja2ChatFormatter(
-            template=meta.get("tokenizer.chat_template") or _CHATML,
+            template=meta.get("tokenizer.chat_template") or CHATML,
             eos_token=self._piece(self.model.token_eos()),
             bos_token=self._piece(self.model.token_bos()),
         )
@@ -340,7 +340,7 @@ class LlamaCppBackend(Backend):
                 obj.close()
 
 
-_CHATML = (
+CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
