@@ -21,6 +21,25 @@ SAMPLE_SCRIPT = ROOT / "examples" / "sample" / "harbor_lights.txt"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def make_pack(folder: Path, character: str, speakers=(), greeting: str = "Evening.", avatar: bool = False) -> Path:
+    """A minimal pack (card and pack.json, no examples, index or style) for serving tests."""
+    import json
+
+    from rolecast.pack import new_pack_info
+
+    folder.mkdir(parents=True)
+    card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
+        "name": character, "description": "", "system_prompt": "You are {{char}}.", "first_mes": greeting,
+        "post_history_instructions": "", "extensions": {"rolecast": {"fallback": "Hm."}}}}
+    (folder / "card.json").write_text(json.dumps(card))
+    (folder / "pack.json").write_text(json.dumps(new_pack_info(character, "Harbor Lights") | {"speakers": list(speakers)}))
+    if avatar:
+        from PIL import Image
+
+        Image.new("RGB", (32, 48), "teal").save(folder / "avatar.png")
+    return folder
+
+
 class FakeBackend(Backend):
     """A backend that returns queued replies (default "Fine.") and records calls."""
 

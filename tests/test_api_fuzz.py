@@ -12,11 +12,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from conftest import FakeBackend
+from conftest import FakeBackend, make_pack
 from rolecast.server import create_app
 from rolecast.service import ChatService
 from rolecast.settings import BackendSettings, ServeSettings
-from test_server import make_pack
 
 CALLS: list[int] = []
 

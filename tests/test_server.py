@@ -5,21 +5,10 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import FakeBackend
-from rolecast.pack import new_pack_info
+from conftest import FakeBackend, make_pack
 from rolecast.server import create_app
 from rolecast.service import ChatService
 from rolecast.settings import BackendSettings, ServeSettings
-
-
-def make_pack(folder, character, speakers=()):
-    folder.mkdir(parents=True)
-    card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
-        "name": character, "description": "", "system_prompt": "You are {{char}}.", "first_mes": "Evening.",
-        "post_history_instructions": "", "extensions": {"rolecast": {"fallback": "Hm."}}}}
-    (folder / "card.json").write_text(json.dumps(card))
-    (folder / "pack.json").write_text(json.dumps(new_pack_info(character, "Harbor Lights") | {"speakers": list(speakers)}))
-    return folder
 
 
 @pytest.fixture

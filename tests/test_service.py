@@ -6,12 +6,11 @@ import time
 
 import pytest
 
-from conftest import FakeBackend
-from rolecast.errors import MessageError, RateLimitError
+from conftest import FakeBackend, make_pack
+from rolecast.errors import MessageError, NotFoundError, RateLimitError, UnknownCharacterError
 from rolecast.performer import Reply
 from rolecast.service import ChatService, Pool
 from rolecast.settings import BackendSettings, ServeSettings
-from test_server import make_pack
 
 
 class CountingSlow(FakeBackend):
@@ -66,7 +65,7 @@ def test_an_abandoned_stream_stops_generating(service):
 
 def test_turns_of_one_conversation_are_serialised(service):
     svc, _ = service
-    conv = svc.store.create_conversation("maggie", "local")
+    conv = svc._store.create_conversation("maggie", "local")
 
     async def turn(text):
         async for item in svc.turn_stream(conv["id"], text):
@@ -77,14 +76,14 @@ def test_turns_of_one_conversation_are_serialised(service):
         return await asyncio.gather(turn("first"), turn("second"))
 
     asyncio.run(both())
-    roles = [(m["role"], m["content"][:6]) for m in svc.store.messages(conv["id"])]
+    roles = [(m["role"], m["content"][:6]) for m in svc._store.messages(conv["id"])]
     assert [r for r, _ in roles] == ["user", "assistant", "user", "assistant"], roles
     assert roles[0][1] == "first" and roles[2][1] == "second"
 
 
 def test_an_empty_message_saves_nothing(service):
     svc, _ = service
-    conv = svc.store.create_conversation("maggie", "local")
+    conv = svc._store.create_conversation("maggie", "local")
 
     async def send():
         async for _ in svc.turn_stream(conv["id"], "   "):
@@ -92,7 +91,7 @@ def test_an_empty_message_saves_nothing(service):
 
     with pytest.raises(MessageError):
         asyncio.run(send())
-    assert svc.store.messages(conv["id"]) == []
+    assert svc._store.messages(conv["id"]) == []
 
 
 def test_pool_refuses_beyond_workers_plus_queue():
@@ -108,7 +107,7 @@ def test_pool_refuses_beyond_workers_plus_queue():
 
 def test_regenerate_keeps_the_old_reply_until_the_new_one_is_stored(service):
     svc, _ = service
-    conv = svc.store.create_conversation("maggie", "local")
+    conv = svc._store.create_conversation("maggie", "local")
 
     async def turn(text="", regenerate=False):
         async for item in svc.turn_stream(conv["id"], text, regenerate=regenerate):
@@ -116,16 +115,16 @@ def test_regenerate_keeps_the_old_reply_until_the_new_one_is_stored(service):
                 return item.text
 
     asyncio.run(turn("Hi"))
-    before = svc.store.messages(conv["id"])
+    before = svc._store.messages(conv["id"])
     pool = svc.characters["maggie"].pool
     held = [pool.acquire() for _ in range(pool.limit)]  # every slot taken: the regeneration gets 429
     with pytest.raises(RateLimitError):
         asyncio.run(turn(regenerate=True))
     for _ in held:
         pool.release()
-    assert svc.store.messages(conv["id"]) == before, "a refused regeneration lost the stored reply"
+    assert svc._store.messages(conv["id"]) == before, "a refused regeneration lost the stored reply"
     asyncio.run(turn(regenerate=True))
-    after = svc.store.messages(conv["id"])
+    after = svc._store.messages(conv["id"])
     assert [m["role"] for m in after] == ["user", "assistant"] and after[1]["id"] != before[1]["id"]
 
 
@@ -148,15 +147,15 @@ def test_two_packs_with_one_name_are_refused_and_nothing_leaks(tmp_path):
 
 def test_store_writes_never_run_on_the_event_loop(service):
     svc, _ = service
-    conv = svc.store.create_conversation("maggie", "local")
+    conv = svc._store.create_conversation("maggie", "local")
     writes = []
-    original = svc.store.add_message
+    original = svc._store.add_message
 
     def add_message(*args, **kwargs):
         writes.append(threading.get_ident())
         return original(*args, **kwargs)
 
-    svc.store.add_message = add_message
+    svc._store.add_message = add_message
 
     async def turn():
         loop_thread = threading.get_ident()
@@ -166,3 +165,40 @@ def test_store_writes_never_run_on_the_event_loop(service):
 
     loop_thread = asyncio.run(turn())
     assert len(writes) == 2 and loop_thread not in writes, "a commit with fsync ran on the event loop"
+
+
+def test_the_adapters_reach_the_chat_core_only_through_its_methods():
+    import ast
+    from pathlib import Path
+
+    import rolecast
+
+    src = Path(rolecast.__file__).parent
+    for module in ("server.py", "webchat.py", "telegram.py"):
+        tree = ast.parse((src / module).read_text())
+        touched = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        assert not touched & {"store", "_store", "performer", "arms"}, f"{module} reaches into ChatService's parts"
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "store" not in imported, f"{module} imports the store"
+
+
+def test_greeting_defaults_and_conversations_through_the_service(service):
+    svc, _ = service
+    assert svc.greeting("maggie") == "Evening."
+    gen, perf = svc.defaults("maggie")
+    assert gen.max_tokens > 0 and perf.candidates >= 1
+
+    async def scenario():
+        conv = await svc.create_conversation("maggie", "local", "t")
+        await svc.bind("telegram:1", "maggie", conv["id"])
+        assert svc.binding("telegram:1")["conversation_id"] == conv["id"]
+        assert [c["id"] for c in svc.conversations("local")] == [conv["id"]]
+        await svc.delete_conversation(conv["id"], "local")
+        return conv
+
+    conv = asyncio.run(scenario())
+    assert svc.conversations("local") == []
+    with pytest.raises(NotFoundError):
+        svc.conversation(conv["id"])
+    with pytest.raises(UnknownCharacterError):
+        asyncio.run(svc.create_conversation("nobody", "local"))

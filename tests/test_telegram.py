@@ -15,10 +15,9 @@ import pytest
 from aiogram.types import Chat, Message
 from aiohttp import web
 
-from conftest import FakeBackend
+from conftest import FakeBackend, make_pack
 from rolecast.cli import main
 from rolecast.errors import SettingsError
-from rolecast.pack import new_pack_info
 from rolecast.service import ChatService
 from rolecast.settings import BackendSettings, GenerationSettings, ServeSettings, TelegramSettings
 from rolecast.store import Store
@@ -205,16 +204,6 @@ class SlowBackend(FakeBackend):
             yield "".join(pieces[i:i + self.words])
 
 
-def make_pack(folder, character, greeting):
-    folder.mkdir(parents=True)
-    card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
-        "name": character, "description": "", "system_prompt": "You are {{char}}.", "first_mes": greeting,
-        "post_history_instructions": "", "extensions": {"rolecast": {"fallback": "Hm."}}}}
-    (folder / "card.json").write_text(json.dumps(card))
-    (folder / "pack.json").write_text(json.dumps(new_pack_info(character, "Harbor Lights") | {"speakers": ["Otto"]}))
-    return folder
-
-
 @pytest.fixture
 def backend():
     return SlowBackend(BackendSettings(backend="fake", n_ctx=8192))  # room for a 5,000-character reply
@@ -227,8 +216,8 @@ def db(tmp_path):
 
 @pytest.fixture
 def service(tmp_path, backend, db):
-    packs = [make_pack(tmp_path / "maggie", "Maggie", "Evening, {{user}}. {{char}} is listening."),
-             make_pack(tmp_path / "otto", "Otto", "Otto here. Make it quick.")]
+    packs = [make_pack(tmp_path / "maggie", "Maggie", ["Otto"], "Evening, {{user}}. {{char}} is listening."),
+             make_pack(tmp_path / "otto", "Otto", ["Otto"], "Otto here. Make it quick.")]
     service = ChatService.open(packs, ServeSettings(db=db, workers=1, max_queue=0), BackendSettings(backend="fake"),
                                gen=GenerationSettings(max_tokens=2048), make_backend=lambda s, a: backend)
     yield service
@@ -258,7 +247,7 @@ def run(scenario):
 
 
 def conversation(service, chat_id=CHAT):
-    return service.store.chat(f"telegram:{chat_id}")
+    return service._store.chat(f"telegram:{chat_id}")
 
 
 REPLY = ("Sit down before you fall down. The harbor lights are out again tonight, and nobody in this town "
@@ -291,7 +280,7 @@ def test_start_greets_then_a_reply_streams_into_one_edited_message(service, back
     gaps = [b.at - a.at for a, b in itertools.pairwise(updates[:-1])]  # the final edit comes as soon as it can
     assert min(gaps) >= 1.2 - 0.1, gaps
     assert fake.of("sendChatAction") and fake.of("setMyCommands") and fake.of("deleteWebhook")
-    assert service.store.history(conversation(service)["conversation_id"]) == \
+    assert service._store.history(conversation(service)["conversation_id"]) == \
         [{"role": "user", "content": "What happened to the lights?"}, {"role": "assistant", "content": REPLY}]
 
 
@@ -330,7 +319,7 @@ def test_a_long_reply_is_split_into_messages_at_sentences(service, backend):
     parts = fake.shown()
     assert len(parts) == 2 and all(len(p) <= 4096 for p in parts)
     assert parts[0].endswith(".") and " ".join(parts) == reply
-    assert service.store.history(conversation(service)["conversation_id"])[-1]["content"] == reply
+    assert service._store.history(conversation(service)["conversation_id"])[-1]["content"] == reply
 
 
 def test_characters_switch_reset_and_buttons(service):

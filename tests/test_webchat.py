@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FakeBackend
+from conftest import FakeBackend, make_pack
 
 pytest.importorskip("gradio", reason="the web chat needs the serve extra (gradio)")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rolecast.pack import new_pack_info  # noqa: E402
 from rolecast.server import create_app  # noqa: E402
 from rolecast.service import ChatService  # noqa: E402
 from rolecast.settings import BackendSettings, GenerationSettings, ServeSettings  # noqa: E402
@@ -28,24 +27,13 @@ from rolecast.webchat import SLIDERS, WebChat, escape, slider  # noqa: E402
 
 DEFAULTS = (0.8, 0.92, 64, 1)  # temperature, top_p, max_tokens, candidates: the SLIDERS' order
 LONG = "Sit down, Otto. The tide waits for no one and neither do I, so eat your soup before it goes cold."
+GREETING = "Evening, {{user}}. I am {{char}}."
 XSS = 'Look: <img src=x onerror="window.__xss=1"> and <script>window.__xss=2</script> done.'
 
 
-def make_pack(folder: Path, character: str, other: str, avatar: bool = False) -> Path:
-    folder.mkdir(parents=True)
-    card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
-        "name": character, "description": "", "system_prompt": "You are {{char}}.",
-        "first_mes": "Evening, {{user}}. I am {{char}}.", "post_history_instructions": "",
-        "extensions": {"rolecast": {"fallback": "Hm."}}}}
-    (folder / "card.json").write_text(json.dumps(card))
-    (folder / "pack.json").write_text(json.dumps(new_pack_info(character, "Harbor Lights") | {"speakers": [other]}))
-    if avatar:
-        Image.new("RGB", (32, 48), "teal").save(folder / "avatar.png")
-    return folder
-
-
 def open_service(tmp_path: Path, backend: FakeBackend, web: bool = False, **blind) -> tuple[ServeSettings, ChatService]:
-    packs = [make_pack(tmp_path / "maggie", "Maggie", "Otto", avatar=True), make_pack(tmp_path / "otto", "Otto", "Maggie")]
+    packs = [make_pack(tmp_path / "maggie", "Maggie", ["Otto"], GREETING, avatar=True),
+             make_pack(tmp_path / "otto", "Otto", ["Maggie"], GREETING)]
     serve = ServeSettings(db=str(tmp_path / "chat.db"), web=web, **blind)
     return serve, ChatService.open(packs, serve, BackendSettings(backend="fake"), make_backend=lambda s, a: backend)
 
@@ -95,7 +83,7 @@ def test_picker_avatar_and_greeting(web):
 def test_load_restores_the_character_and_history_from_the_store(web, service, backend):
     dropdown, _, chat, _, saved = web.load(None)
     assert dropdown["value"] == "maggie" and saved["character"] == "maggie"
-    assert service.store.conversations("web") == []  # merely looking creates nothing
+    assert service._store.conversations("web") == []  # merely looking creates nothing
     backend.queue("Sit down.")
     outs = collect(web.send("Hi", "otto", saved, *DEFAULTS))
     saved = outs[-1][3]
@@ -117,8 +105,8 @@ def test_send_streams_pieces_then_the_stored_reply(web, service, backend):
     assert chat[-1] == {"role": "assistant", "content": LONG}
     assert "style" in scores and "relevance" in scores
     conv = saved["conversations"]["maggie"]
-    assert service.store.history(conv) == [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": LONG}]
-    assert service.store.conversation(conv)["owner"] == "web"
+    assert service._store.history(conv) == [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": LONG}]
+    assert service._store.conversation(conv)["owner"] == "web"
 
 
 def test_html_from_model_and_user_is_shown_as_text(web, service, backend):
@@ -129,7 +117,7 @@ def test_html_from_model_and_user_is_shown_as_text(web, service, backend):
     assert user["content"] == "&lt;b&gt;hi&lt;/b&gt; !\\[x](http://evil/p.png)"
     assert "&lt;script&gt;" in reply["content"] and all("<" not in out[0][-1]["content"] for out in outs)
     conv = outs[-1][3]["conversations"]["maggie"]
-    assert '<img src=x onerror="window.' in service.store.history(conv)[-1]["content"]  # escaped only for display
+    assert '<img src=x onerror="window.' in service._store.history(conv)[-1]["content"]  # escaped only for display
     assert escape("a & b") == "a &amp; b"
 
 
@@ -156,7 +144,7 @@ def test_refused_messages_warn_and_save_nothing(web, service, message, values):
     with pytest.warns(UserWarning):
         outs = collect(web.send(message, "maggie", None, *values))
     assert len(outs) == 1 and outs[0][2] == message  # the text stays in the box
-    assert service.store.conversations("web") == []
+    assert service._store.conversations("web") == []
 
 
 def test_busy_model_warns_and_keeps_the_conversation(web, service, backend):
@@ -193,15 +181,15 @@ def test_regenerate_undo_clear(web, service, backend):
     assert texts(outs[0][0])[1:] == [("user", "Hi"), ("assistant", "")]  # the old reply is replaced in place
     assert texts(outs[-1][0])[1:] == [("user", "Hi"), ("assistant", "Second.")]
     conv = saved["conversations"]["maggie"]
-    assert len(service.store.messages(conv)) == 2
+    assert len(service._store.messages(conv)) == 2
 
     chat, scores, box, _ = asyncio.run(web.undo("maggie", saved))
     assert box == "Hi" and texts(chat) == [("assistant", "Evening, User. I am Maggie.")] and scores == ""
-    assert service.store.messages(conv) == []
+    assert service._store.messages(conv) == []
 
     collect(web.send("Hi again", "maggie", saved, *DEFAULTS))
     chat, scores, _, _ = asyncio.run(web.clear("maggie", saved))
-    assert texts(chat) == [("assistant", "Evening, User. I am Maggie.")] and service.store.messages(conv) == []
+    assert texts(chat) == [("assistant", "Evening, User. I am Maggie.")] and service._store.messages(conv) == []
     with pytest.warns(UserWarning, match="nothing to regenerate"):
         collect(web.regenerate("maggie", saved, *DEFAULTS))
 
@@ -237,7 +225,7 @@ def test_blind_turn_shows_two_replies_and_stores_the_vote(tmp_path, backend):
     chat, _, _, _ = asyncio.run(web.vote("b", "maggie", saved))
     assert texts(chat)[1:] == [("user", "Hi"), ("assistant", b)]
     assert not web.panel("maggie", saved)[0]["visible"]
-    vote = service.store.votes("maggie")[0]
+    vote = service._store.votes("maggie")[0]
     assert vote["choice"] == "b" and {vote["variant_a"], vote["variant_b"]} == {"prompt", "retrieval"}
     assert "prompt" not in a + b and "retrieval" not in a + b
     service.close()
@@ -261,12 +249,12 @@ def test_blind_turn_that_fails_stores_nothing_and_undo_drops_a_pending_vote(tmp_
     with pytest.warns(UserWarning, match="crashed"):
         outs = collect(web.send("Hi", "maggie", None, *DEFAULTS))
     saved = outs[-1][3]
-    assert outs[-1][2] == "Hi" and service.store.messages(saved["conversations"]["maggie"]) == []
+    assert outs[-1][2] == "Hi" and service._store.messages(saved["conversations"]["maggie"]) == []
     backend.complete = real
     collect(web.send("Hi", "maggie", saved, *DEFAULTS))
     chat, _, box, _ = asyncio.run(web.undo("maggie", saved))
     assert box == "Hi" and not web.panel("maggie", saved)[0]["visible"]
-    assert service.store.votes() == [] and service.store.messages(saved["conversations"]["maggie"]) == []
+    assert service._store.votes() == [] and service._store.messages(saved["conversations"]["maggie"]) == []
     service.close()
 
 
@@ -278,8 +266,8 @@ def test_blind_needs_two_playable_variants(tmp_path, backend):
 
 
 def test_a_conversation_id_from_elsewhere_is_not_shown(web, service):
-    theirs = service.store.create_conversation("maggie", "local")["id"]
-    service.store.add_message(theirs, "user", "secret")
+    theirs = service._store.create_conversation("maggie", "local")["id"]
+    service._store.add_message(theirs, "user", "secret")
     saved = {"character": "maggie", "conversations": {"maggie": theirs, "otto": "conv_nope"}}
     _, _, chat, _, cleaned = web.load(saved)
     assert "secret" not in json.dumps(chat) and "maggie" not in cleaned["conversations"]

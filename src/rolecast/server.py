@@ -78,12 +78,11 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
 
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(body: ChatRequest, who: str = Depends(owner)):
-        char = service.character(body.model)
-        gen = char.performer.gen.updated(**body.generation_overrides())
-        perf = body.performer_settings(char.performer.perf)
+        gen, perf = service.defaults(body.model)
+        gen, perf = gen.updated(**body.generation_overrides()), body.performer_settings(perf)
         opts = body.rolecast
         if opts and opts.conversation_id:
-            conv = service.store.conversation(opts.conversation_id, who)
+            conv = service.conversation(opts.conversation_id, who)
             if conv["character"] != body.model:
                 raise MessageError(f"conversation {conv['id']} is with '{conv['character']}', not '{body.model}'",
                                    param="model")
@@ -100,21 +99,20 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
 
     @app.post("/v1/conversations", tags=["conversations"], status_code=201)
     async def create_conversation(body: ConversationCreate, who: str = Depends(owner)) -> dict[str, Any]:
-        service.character(body.model)
-        return _conversation(service.store.create_conversation(body.model, who, body.title))
+        return _conversation(await service.create_conversation(body.model, who, body.title))
 
     @app.get("/v1/conversations", tags=["conversations"])
     async def list_conversations(model: str | None = None, who: str = Depends(owner)) -> dict[str, Any]:
-        return {"object": "list", "data": [_conversation(c) for c in service.store.conversations(who, model)]}
+        return {"object": "list", "data": [_conversation(c) for c in service.conversations(who, model)]}
 
     @app.get("/v1/conversations/{conversation_id}", tags=["conversations"])
     async def read_conversation(conversation_id: str, who: str = Depends(owner)) -> dict[str, Any]:
-        conv = service.store.conversation(conversation_id, who)
-        return _conversation(conv) | {"messages": service.store.messages(conversation_id)}
+        conv = service.conversation(conversation_id, who)
+        return _conversation(conv) | {"messages": service.messages(conversation_id)}
 
     @app.delete("/v1/conversations/{conversation_id}", tags=["conversations"])
     async def delete_conversation(conversation_id: str, who: str = Depends(owner)) -> dict[str, Any]:
-        service.store.delete_conversation(conversation_id, who)
+        await service.delete_conversation(conversation_id, who)
         return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
     if settings.web:

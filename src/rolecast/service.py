@@ -30,6 +30,7 @@ from typing import Any
 
 from .backends import Backend, create
 from .backends.base import Message
+from .card import render
 from .errors import MessageError, NotFoundError, RateLimitError, SettingsError, UnknownCharacterError
 from .pack import Pack
 from .performer import VARIANTS, Performer, Reply, pack_adapter, variant_settings
@@ -124,7 +125,7 @@ class Character:
 @dataclass
 class ChatService:
     settings: ServeSettings
-    store: Store
+    _store: Store
     characters: dict[str, Character] = field(default_factory=dict)
     _locks: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
     #: called with (character id, Reply) after every generation (metrics)
@@ -175,9 +176,46 @@ class ChatService:
             for model, pool in backends.values():
                 pool.shutdown()
                 model.close()
-            service.store.close()
+            service._store.close()
             raise
         return service
+
+    # -- what the adapters read: a character's defaults, greeting and stored conversations ----------
+    def defaults(self, model: str) -> tuple[GenerationSettings, PerformerSettings]:
+        """The character's generation and performer settings, for a request or the web chat's sliders to update."""
+        performer = self.character(model).performer
+        return performer.gen, performer.perf
+
+    def greeting(self, model: str) -> str:
+        """The card's first message with its macros filled in ("" when the card has none)."""
+        performer = self.character(model).performer
+        return render(performer.card["data"].get("first_mes") or "", performer.character, performer.user).strip()
+
+    def conversation(self, conversation_id: str, owner: str | None = None) -> dict[str, Any]:
+        """A stored conversation (NotFoundError when it is gone or someone else's)."""
+        return self._store.conversation(conversation_id, owner)
+
+    def conversations(self, owner: str, model: str | None = None) -> list[dict[str, Any]]:
+        return self._store.conversations(owner, model)
+
+    def messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        """A conversation's stored turns, oldest first, each with its ``meta`` (scores, notices)."""
+        return self._store.messages(conversation_id)
+
+    async def create_conversation(self, model: str, owner: str, title: str = "") -> dict[str, Any]:
+        self.character(model)
+        return await self._write(self._store.create_conversation, model, owner, title)
+
+    async def delete_conversation(self, conversation_id: str, owner: str | None = None) -> None:
+        async with self.lock(conversation_id):
+            await self._write(self._store.delete_conversation, conversation_id, owner)
+
+    def binding(self, key: str) -> dict[str, Any] | None:
+        """What a chat outside the API (a Telegram chat) is bound to: its character and conversation, or None."""
+        return self._store.chat(key)
+
+    async def bind(self, key: str, model: str, conversation_id: str | None) -> None:
+        await self._write(self._store.set_chat, key, model, conversation_id)
 
     def close(self) -> None:
         pools = {id(c.pool): c.pool for c in self.characters.values()}
@@ -186,7 +224,7 @@ class ChatService:
         backends = {id(c.performer.backend): c.performer.backend for c in self.characters.values()}
         for backend in backends.values():
             backend.close()
-        self.store.close()
+        self._store.close()
 
     def character(self, model: str) -> Character:
         try:
@@ -279,10 +317,10 @@ class ChatService:
     async def turn_stream(self, conversation_id: str, message: str, gen: GenerationSettings | None = None,
                           perf: PerformerSettings | None = None, regenerate: bool = False) -> AsyncIterator[str | Reply]:
         """One turn of a stored conversation: the user's message is saved first, the reply when complete."""
-        conv = self.store.conversation(conversation_id)
+        conv = self._store.conversation(conversation_id)
         async with self.lock(conversation_id):
             self._no_pending_vote(conversation_id)
-            messages = self.store.messages(conversation_id)
+            messages = self._store.messages(conversation_id)
             history = [{"role": m["role"], "content": m["content"]} for m in messages]
             replaced = None  # the reply a regeneration replaces: deleted only once the new one is stored
             if regenerate:
@@ -298,10 +336,10 @@ class ChatService:
                 self.character(conv["character"]).performer.check_message(message)  # an empty one saves nothing
 
                 async def on_start() -> None:  # once a slot is granted: a refused request saves nothing
-                    await self._write(self.store.add_message, conversation_id, "user", message)
+                    await self._write(self._store.add_message, conversation_id, "user", message)
             async for item in self.stream(conv["character"], history, message, gen, perf, on_start):
                 if isinstance(item, Reply):
-                    await self._write(self.store.add_message, conversation_id, "assistant", item.text,
+                    await self._write(self._store.add_message, conversation_id, "assistant", item.text,
                                            {"scores": item.scores, "notices": item.notices,
                                             "finish_reason": item.finish_reason}, replaces=replaced)
                 yield item
@@ -309,7 +347,7 @@ class ChatService:
 
     # -- blind A/B turns (``serve --blind``) ---------------------------------------
     def _no_pending_vote(self, conversation_id: str) -> None:
-        if self.store.pending_vote(conversation_id):
+        if self._store.pending_vote(conversation_id):
             raise MessageError("two replies are waiting for your vote", "pick the better one (A, B or equal) first")
 
     async def blind_turn(self, conversation_id: str, message: str, gen: GenerationSettings | None = None) -> dict:
@@ -318,14 +356,14 @@ class ChatService:
         Returns ``{"a": text, "b": text}`` — never the variants' names, which only the store keeps.
         Nothing is stored when a generation fails: the message can be sent again.
         """
-        conv = self.store.conversation(conversation_id)
+        conv = self._store.conversation(conversation_id)
         char = self.character(conv["character"])
         if len(char.arms) < 2:
             raise MessageError("this server runs no blind test", "start it with: rolecast serve PACKS --blind")
         async with self.lock(conversation_id):
             self._no_pending_vote(conversation_id)
             message = char.performer.check_message(message)[0]
-            history = self.store.history(conversation_id)
+            history = self._store.history(conversation_id)
             names = random.sample(sorted(char.arms), 2)
             texts = []
             for name in names:
@@ -333,14 +371,14 @@ class ChatService:
                 reply = await pool.run(performer.reply, history, message, gen)
                 self._done(conv["character"], reply)
                 texts.append(reply.text)
-            await self._write(self.store.add_message, conversation_id, "user", message)
-            await self._write(self.store.add_vote, conversation_id, conv["character"], message, (names[0], texts[0]),
+            await self._write(self._store.add_message, conversation_id, "user", message)
+            await self._write(self._store.add_vote, conversation_id, conv["character"], message, (names[0], texts[0]),
                               (names[1], texts[1]))
             return {"a": texts[0], "b": texts[1]}
 
     def pending_vote(self, conversation_id: str) -> dict | None:
         """The two replies waiting for a vote in this conversation (names hidden), or None."""
-        pending = self.store.pending_vote(conversation_id)
+        pending = self._store.pending_vote(conversation_id)
         return {"a": pending["reply_a"], "b": pending["reply_b"]} if pending else None
 
     async def vote(self, conversation_id: str, choice: str) -> str:
@@ -348,22 +386,22 @@ class ChatService:
         if choice not in ("a", "b", "tie"):
             raise MessageError(f"unknown choice '{choice}'", "vote a, b or tie")
         async with self.lock(conversation_id):
-            pending = self.store.pending_vote(conversation_id)
+            pending = self._store.pending_vote(conversation_id)
             if not pending:
                 raise NotFoundError("no replies are waiting for a vote here", "send a message")
             text = pending["reply_b"] if choice == "b" else pending["reply_a"]
-            await self._write(self.store.decide_vote, pending["id"], choice, text, {"blind": True})
+            await self._write(self._store.decide_vote, pending["id"], choice, text, {"blind": True})
             return text
 
     async def undo(self, conversation_id: str) -> str | None:
         """Remove the last exchange (and a vote waiting on it); the user's message, to edit, or None."""
         async with self.lock(conversation_id):
-            await self._write(self.store.drop_pending_votes, conversation_id)
-            await self._write(self.store.delete_last, conversation_id, ("assistant",))
-            removed = await self._write(self.store.delete_last, conversation_id, ("user",))
+            await self._write(self._store.drop_pending_votes, conversation_id)
+            await self._write(self._store.delete_last, conversation_id, ("assistant",))
+            removed = await self._write(self._store.delete_last, conversation_id, ("user",))
             return removed["content"] if removed else None
 
     async def clear(self, conversation_id: str) -> None:
         async with self.lock(conversation_id):
-            await self._write(self.store.drop_pending_votes, conversation_id)
-            await self._write(self.store.clear, conversation_id)
+            await self._write(self._store.drop_pending_votes, conversation_id)
+            await self._write(self._store.clear, conversation_id)

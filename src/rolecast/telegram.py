@@ -45,7 +45,6 @@ from aiogram.types import (
 )
 from aiogram.utils.token import TokenValidationError
 
-from .card import render
 from .errors import NotFoundError, RolecastError, SettingsError, UnknownCharacterError
 from .performer import Reply
 from .service import Character, ChatService
@@ -156,28 +155,27 @@ class TelegramChats:
         return f"telegram:{chat_id}"
 
     def character(self, chat_id: int) -> Character:
-        row = self.service.store.chat(self.key(chat_id))
+        row = self.service.binding(self.key(chat_id))
         # a character no longer served (the bot restarted with other packs) falls back on the default
         name = row["character"] if row and row["character"] in self.service.characters else self.default
         return self.service.characters[name]
 
-    def conversation(self, chat_id: int) -> str:
-        row = self.service.store.chat(self.key(chat_id))
+    async def conversation(self, chat_id: int) -> str:
+        row = self.service.binding(self.key(chat_id))
         char = self.character(chat_id)
         if row and row["conversation_id"] and row["character"] == char.id:
             try:
-                return self.service.store.conversation(row["conversation_id"])["id"]
+                return self.service.conversation(row["conversation_id"])["id"]
             except NotFoundError:  # deleted through the API: start over
                 pass
-        return self.fresh(chat_id, char)[0]
+        return (await self.fresh(chat_id, char))[0]
 
-    def fresh(self, chat_id: int, char: Character) -> tuple[str, str]:
+    async def fresh(self, chat_id: int, char: Character) -> tuple[str, str]:
         """A new conversation, and the character's greeting to open it. As in the web chat, the greeting
         is shown but not stored: a history opening on the assistant breaks strict chat templates."""
-        conv = self.service.store.create_conversation(char.id, owner=self.key(chat_id), title="Telegram")
-        self.service.store.set_chat(self.key(chat_id), char.id, conv["id"])
-        card = char.performer.card["data"]
-        greeting = render(card.get("first_mes") or "", char.name, char.performer.user).strip()
+        conv = await self.service.create_conversation(char.id, owner=self.key(chat_id), title="Telegram")
+        await self.service.bind(self.key(chat_id), char.id, conv["id"])
+        greeting = self.service.greeting(char.id)
         return conv["id"], greeting or f"(You are talking to {char.name}.)"
 
     def find(self, name: str) -> Character:
@@ -193,7 +191,7 @@ class TelegramChats:
         await self.greet(bot, message.chat.id, self.character(message.chat.id))
 
     async def greet(self, bot: Bot, chat_id: int, char: Character) -> None:
-        await call(bot, SendMessage(chat_id=chat_id, text=self.fresh(chat_id, char)[1]))
+        await call(bot, SendMessage(chat_id=chat_id, text=(await self.fresh(chat_id, char))[1]))
 
     async def choose(self, message: Message, bot: Bot, command: CommandObject) -> None:
         if command.args and command.args.strip():
@@ -215,7 +213,7 @@ class TelegramChats:
     async def text(self, message: Message, bot: Bot) -> None:
         chat_id = message.chat.id
         self.service.check_rate(self.key(chat_id))  # RateLimitError: its one line goes to the chat
-        conversation_id = self.conversation(chat_id)
+        conversation_id = await self.conversation(chat_id)
         with contextlib.suppress(TelegramAPIError):  # "typing…" until the first piece: cosmetic
             await bot(SendChatAction(chat_id=chat_id, action="typing"))
         live, text = LiveReply(bot, chat_id, self.settings.edit_interval), ""

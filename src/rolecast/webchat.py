@@ -34,10 +34,10 @@ from PIL import Image
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
-from .card import initials_avatar, render
+from .card import initials_avatar
 from .errors import MessageError, NotFoundError, RolecastError
 from .performer import Reply
-from .service import Character, ChatService
+from .service import ChatService
 from .settings import GenerationSettings, PerformerSettings, Settings
 
 OWNER = "web"
@@ -122,22 +122,18 @@ class WebChat:
             self._avatars[character] = str(path)
         return self._avatars[character]
 
-    def greeting(self, char: Character) -> str:
-        first = char.performer.card["data"].get("first_mes") or ""
-        return render(first, char.name, char.performer.user)
-
     def chat(self, character: str, conv_id: str | None) -> Chat:
         """The greeting (shown, never stored or sent to the model), then the stored turns."""
-        greeting = self.greeting(self.service.character(character))
+        greeting = self.service.greeting(character)
         chat = [{"role": "assistant", "content": escape(greeting)}] if greeting else []
         if conv_id:
-            chat += [{"role": m["role"], "content": escape(m["content"])} for m in self.service.store.messages(conv_id)
+            chat += [{"role": m["role"], "content": escape(m["content"])} for m in self.service.messages(conv_id)
                      if m["role"] in ("user", "assistant")]
         return chat
 
     def scores(self, conv_id: str | None) -> str:
         """One line with the last reply's scores (and notices), from what the store kept."""
-        replies = [m for m in self.service.store.messages(conv_id) if m["role"] == "assistant"] if conv_id else []
+        replies = [m for m in self.service.messages(conv_id) if m["role"] == "assistant"] if conv_id else []
         if not replies:
             return ""
         meta = replies[-1]["meta"]
@@ -147,27 +143,27 @@ class WebChat:
         notices = [escape(str(n)) for n in meta.get("notices") or []]
         return "Last reply: " + (" · ".join(parts) or "no scores") + "".join(f"  \n⚠ {n}" for n in notices)
 
-    def _conversation(self, character: str, saved: Saved, create: bool) -> tuple[str | None, Saved]:
-        """This browser's conversation with the character: the saved one, else a new one (if ``create``)."""
+    def _conversation(self, character: str, saved: Saved) -> tuple[str | None, Saved]:
+        """This browser's saved conversation with the character, or None (the stale id dropped from ``saved``)."""
         self.service.character(character)
         conv_id = saved["conversations"].get(character)
         if conv_id:
             try:  # the id comes from the browser: only a web conversation with this character will do
-                if self.service.store.conversation(str(conv_id), OWNER)["character"] == character:
+                if self.service.conversation(str(conv_id), OWNER)["character"] == character:
                     return str(conv_id), saved
             except NotFoundError:
                 pass
         saved = {**saved, "conversations": {**saved["conversations"]}}
         saved["conversations"].pop(character, None)
-        if not create:
-            return None, saved
-        conv_id = self.service.store.create_conversation(character, OWNER, "web chat")["id"]
-        saved["conversations"][character] = conv_id
-        return conv_id, saved
+        return None, saved
+
+    async def _new_conversation(self, character: str, saved: Saved) -> tuple[str, Saved]:
+        conv_id = (await self.service.create_conversation(character, OWNER, "web chat"))["id"]
+        return conv_id, {**saved, "conversations": {**saved["conversations"], character: conv_id}}
 
     def _view(self, character: str, saved: Any) -> tuple[str | None, Chat, str, Saved]:
         saved = saved_state(saved) | {"character": character}
-        conv_id, saved = self._conversation(character, saved, create=False)
+        conv_id, saved = self._conversation(character, saved)
         return conv_id, self.chat(character, conv_id), self.scores(conv_id), saved
 
     # -- handlers ----------------------------------------------------------------------
@@ -211,7 +207,7 @@ class WebChat:
     async def undo(self, character: str, saved: Any) -> Out:
         """Remove the last exchange; the user's message goes back into the box for editing."""
         try:
-            conv_id, saved = self._conversation(character, saved_state(saved), create=False)
+            conv_id, saved = self._conversation(character, saved_state(saved))
         except RolecastError as err:
             warn(err)
             return gr.update(), gr.update(), gr.update(), saved_state(saved)
@@ -222,7 +218,7 @@ class WebChat:
     async def clear(self, character: str, saved: Any) -> Out:
         """Forget the conversation's messages: the greeting again."""
         try:
-            conv_id, saved = self._conversation(character, saved_state(saved), create=False)
+            conv_id, saved = self._conversation(character, saved_state(saved))
         except RolecastError as err:
             warn(err)
             return gr.update(), gr.update(), gr.update(), saved_state(saved)
@@ -238,7 +234,7 @@ class WebChat:
     def panel(self, character: str, saved: Any) -> tuple[Any, str, str]:
         """The two replies waiting for a vote in this browser's conversation: shown, or the panel hidden."""
         try:
-            conv_id, _ = self._conversation(character, saved_state(saved), create=False)
+            conv_id, _ = self._conversation(character, saved_state(saved))
         except RolecastError:
             conv_id = None
         pending = self.service.pending_vote(conv_id) if conv_id else None
@@ -249,7 +245,7 @@ class WebChat:
     async def vote(self, choice: str, character: str, saved: Any) -> Out:
         """Record the vote; the chosen reply joins the conversation."""
         try:
-            conv_id, saved = self._conversation(character, saved_state(saved), create=False)
+            conv_id, saved = self._conversation(character, saved_state(saved))
             if conv_id is None:
                 raise NotFoundError("no replies are waiting for a vote here", "send a message")
             await self.service.vote(conv_id, choice)
@@ -268,7 +264,9 @@ class WebChat:
             if who is not None:
                 self.service.check_rate(who)
             gen, perf = self.settings(character, *values)
-            conv_id, saved = self._conversation(character, saved, create=not regenerate)
+            conv_id, saved = self._conversation(character, saved)
+            if conv_id is None and not regenerate:
+                conv_id, saved = await self._new_conversation(character, saved)
             if conv_id is None:
                 raise MessageError("nothing to regenerate in this conversation", "send a message first")
         except RolecastError as err:
@@ -279,7 +277,7 @@ class WebChat:
             async for out in self._blind(character, saved, conv_id, message, gen):
                 yield out
             return
-        stored = len(self.service.store.messages(conv_id))
+        stored = len(self.service.messages(conv_id))
         chat = self.chat(character, conv_id)
         if regenerate and stored and chat[-1]["role"] == "assistant":
             chat.pop()
@@ -292,7 +290,7 @@ class WebChat:
                 yield out
         except RolecastError as err:  # busy, empty after all, backend down: the stored turns stay
             warn(err)
-            unsent = not regenerate and len(self.service.store.messages(conv_id)) == stored
+            unsent = not regenerate and len(self.service.messages(conv_id)) == stored
             yield self.chat(character, conv_id), self.scores(conv_id), message if unsent else gr.update(), saved
             return
         yield self.chat(character, conv_id), self.scores(conv_id), gr.update(), saved
@@ -323,17 +321,16 @@ class WebChat:
 
     def settings(self, character: str, *values: float) -> tuple[GenerationSettings, PerformerSettings]:
         """The character's settings with the sliders' values applied (validated: out of bounds is refused)."""
-        char = self.service.character(character)
+        gen_defaults, perf_defaults = self.service.defaults(character)
         gen = {name: value for (model, name), value in zip(SLIDERS, values) if model is GenerationSettings}
         perf = {name: value for (model, name), value in zip(SLIDERS, values) if model is PerformerSettings}
-        return char.performer.gen.updated(**gen), char.performer.perf.updated(**perf)
+        return gen_defaults.updated(**gen), perf_defaults.updated(**perf)
 
     # -- layout ------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
         first = next(iter(sorted(self.service.characters)), None)
-        current = self.service.characters[first].performer if first else None
-        defaults = {GenerationSettings: current.gen if current else GenerationSettings(),
-                    PerformerSettings: current.perf if current else PerformerSettings()}
+        gen, perf = self.service.defaults(first) if first else (GenerationSettings(), PerformerSettings())
+        defaults = {GenerationSettings: gen, PerformerSettings: perf}
         with gr.Blocks(title="rolecast", analytics_enabled=False) as blocks:
             saved = gr.BrowserState({"character": None, "conversations": {}}, storage_key=STORAGE_KEY,
                                     secret=STORAGE_SECRET)
