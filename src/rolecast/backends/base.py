@@ -15,6 +15,8 @@ from typing import Any
 from ..settings import BackendSettings, GenerationSettings
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+#: Where DRY's repeat matching restarts (llama.cpp's default sequence breakers), in every backend.
+DRY_BREAKERS = ["\n", ":", '"', "*"]
 
 
 @dataclass

@@ -21,23 +21,19 @@ the iterator is closed.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..base_model import CHATML, default_model_path, from_pretrained, resolve_model
 from ..errors import MessageError, ModelError, SettingsError, first_line, require
 from ..settings import BackendSettings, GenerationSettings
-from .base import Backend, Completion, Message, StopScanner
-from .llamacpp import CHATML, DRY_BREAKERS, check_gguf, default_model_path
+from .base import DRY_BREAKERS, Backend, Completion, Message, StopScanner
 
 PENALTY_LAST_N = 64  # the llamacpp backend's penalty window
 DRY_MAX_MATCH = 50  # longer repeats add nothing (and base**n would overflow)
 #: End-of-turn tokens of common chat templates; a config whose eos is <|endoftext|> would otherwise run on.
 TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
-_GGUF_PATCH = threading.Lock()
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -124,48 +120,6 @@ class StopCriteria:
 # ----------------------------------------------------------------------------- loading
 
 
-@contextlib.contextmanager
-def fast_gguf_loading():
-    """Memoize gguf's reader and tensor-name map while transformers loads a GGUF.
-
-    transformers parses the file three times (config, tokenizer, weights) and rebuilds gguf's
-    name map once per module (~400 times for the 135M default): about 40% of its load time.
-    Both are pure functions of their arguments (the reader only maps the file), so caching is safe.
-    """
-    try:
-        import gguf
-    except ImportError:
-        yield
-        return
-    with _GGUF_PATCH:  # two loads at once would otherwise restore each other's patch
-        reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-        gguf.GGUFReader = functools.lru_cache(maxsize=2)(reader)
-        gguf.get_tensor_name_map = functools.lru_cache(maxsize=8)(name_map)
-        try:
-            yield
-        finally:
-            gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
-
-
-def resolve_model(ref: str | None) -> tuple[str, dict]:
-    """``settings.model`` → (what ``from_pretrained`` takes, its extra arguments)."""
-    if ref is None:
-        path = default_model_path()
-        return str(path.parent), {"gguf_file": path.name}
-    path = Path(ref).expanduser()
-    if path.suffix.lower() == ".gguf" or path.is_file():
-        path = check_gguf(path)
-        return str(path.parent), {"gguf_file": path.name}
-    if path.is_dir():
-        return str(path), {}
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref:
-        raise ModelError(f"model folder not found: {ref}", "pass an existing folder, a .gguf file or a Hugging Face model id")
-    # A hub id: only from the local cache, unless the user explicitly allowed downloads.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    offline = os.environ["HF_HUB_OFFLINE"].strip().lower() not in ("0", "false", "no", "off", "")
-    return ref, {"local_files_only": True} if offline else {}
-
-
 class TransformersBackend(Backend):
     name = "transformers"
 
@@ -201,19 +155,8 @@ class TransformersBackend(Backend):
 
     def _load(self, source: str, kwargs: dict):
         auto = self.transformers
-        what = f"{source}/{kwargs['gguf_file']}" if "gguf_file" in kwargs else source
-        try:
-            with fast_gguf_loading():
-                tokenizer = auto.AutoTokenizer.from_pretrained(source, **kwargs)
-                model = auto.AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype, **kwargs)
-        except OSError as exc:
-            if kwargs.get("local_files_only"):
-                raise ModelError(f"model {source} not found locally",
-                                 f"download it first with `huggingface-cli download {source}` or pass a local folder") from None
-            raise ModelError(f"transformers could not load {what} ({first_line(exc)})") from None
-        except (ValueError, KeyError, NotImplementedError) as exc:
-            raise ModelError(f"transformers could not load {what} ({first_line(exc)})",
-                             "check that it is a causal language model, or use --backend llamacpp for GGUF files") from None
+        tokenizer = from_pretrained(auto.AutoTokenizer, source, kwargs, "model")
+        model = from_pretrained(auto.AutoModelForCausalLM, source, {**kwargs, "dtype": self.dtype}, "model")
         return tokenizer, model.to(self.device).eval()
 
     def _apply_adapter(self, adapter: str) -> None:

