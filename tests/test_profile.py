@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rolecast.card import draft_card
+from rolecast.draft import draft_card
 from rolecast.profile import write_profile
 from rolecast.script import NARRATION, Line, Script
 

@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from conftest import needs_shared_data
 from rolecast.errors import FormatError, InputFileError, RolecastError
 from rolecast.readers import PAIR_RESPONSE, READERS, RawLine, ReadResult, decode, read_file
 from rolecast.settings import PrepareSettings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "readers"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETTINGS = PrepareSettings(character="Keeper")
 ALL_FORMATS = "table|friends|simpsons|pairs|screenplay|json|jsonl"
 
@@ -420,29 +420,27 @@ REAL = [(f"house-md/season{n}.csv", "table", lines, [17] if n == 8 else []) for 
     ("simpsons/moes_tavern_lines.txt", "screenplay", 3995, [1]),
     ("house-qa/questions_answers.csv", "pairs", 2 * 21821, []),
 ]
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="no ../shared/data in this checkout")
-
-
-@needs_data
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "fmt", "lines", "skipped"), REAL)
 def test_real_corpora(name, fmt, lines, skipped):
-    result = read_file(DATA / name, SETTINGS)
+    result = read_file(needs_shared_data(*name.split("/")), SETTINGS)
     assert (result.format, len(result.lines), result.skipped) == (fmt, lines, skipped), name
 
 
-@needs_data
+@pytest.mark.slow
 def test_real_corpora_details():
-    friends = read_file(DATA / "friends" / "friends.csv", SETTINGS)
+    data = needs_shared_data()
+    friends = read_file(data / "friends" / "friends.csv", SETTINGS)
     speakers = Counter(line.speaker for line in friends.lines)
     assert (speakers["Chandler Bing"], speakers["Joey Tribbiani"], speakers["Scene Directions"], speakers[""]) == (8462, 8171, 6060, 276)
     assert len({line.episode for line in friends.lines}) == 236
     assert len({(line.episode, line.scene) for line in friends.lines}) == 3106
-    moes = read_file(DATA / "simpsons" / "moes_tavern_lines.txt", SETTINGS)
+    moes = read_file(data / "simpsons" / "moes_tavern_lines.txt", SETTINGS)
     assert Counter(line.speaker for line in moes.lines)["Homer_Simpson"] == 974
-    house = read_file(DATA / "house-md" / "season1.csv", SETTINGS)
+    house = read_file(data / "house-md" / "season1.csv", SETTINGS)
     assert house.decoding == {"bom": 1, "crlf": 9796}
     assert all(line.text.startswith(" ") or line.text.startswith('"') for line in house.lines[:50])
-    qa = read_file(DATA / "house-qa" / "questions_answers.csv", SETTINGS)
+    qa = read_file(data / "house-qa" / "questions_answers.csv", SETTINGS)
     assert sum(line.speaker == PAIR_RESPONSE for line in qa.lines) == 21821
     with pytest.raises(FormatError, match="no speaker column among the columns found"):
-        read_file(DATA / "friends" / "friends_info.csv", SETTINGS)
+        read_file(data / "friends" / "friends_info.csv", SETTINGS)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_shared_data
 from rolecast.repair import Repairs, learn_repairs
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Invented clean lines; {w} marks words the damage reaches. The damage: "gus" -> "Gus", "ana" -> "Ana",
 # "chi" -> "Vok" (a label renamed), "nurse" -> "Nurse".
@@ -141,13 +140,12 @@ def _read(paths: list[Path], speaker: str, line: str) -> tuple[list[str], Counte
 
 @pytest.fixture(scope="module")
 def house() -> tuple[list[str], Repairs]:
-    paths = sorted((DATA / "house-md").glob("season*.csv"))
-    if not paths:
-        pytest.skip("real corpora (../shared/data) not available")
+    paths = sorted(needs_shared_data("house-md").glob("season*.csv"))
     texts, labels = _read(paths, "name", "line")
     return texts, learn_repairs(texts, labels)
 
 
+@pytest.mark.slow
 def test_house_rules_and_nouns(house: tuple[list[str], Repairs]) -> None:
     _, repairs = house
     for label, x in {"Park": "chi", "Eve": "eve", "Man": "man", "Rob": "rob"}.items():
@@ -157,6 +155,7 @@ def test_house_rules_and_nouns(house: tuple[list[str], Repairs]) -> None:
         assert name not in repairs.common_nouns, f"{name} taken for a common noun"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("damaged", "clean"),
     [
@@ -172,16 +171,16 @@ def test_house_repairs(house: tuple[list[str], Repairs], damaged: str, clean: st
     assert house[1].repair(damaged)[0] == clean, f"repair of {damaged!r}"
 
 
+@pytest.mark.slow
 def test_house_totals(house: tuple[list[str], Repairs]) -> None:
     texts, repairs = house
     total = sum(repairs.repair(text)[1] for text in texts)
     assert 6_000 <= total <= 16_000, f"{total} tokens repaired on House"
 
 
+@pytest.mark.slow
 def test_friends_is_left_alone() -> None:
-    path = DATA / "friends" / "friends.csv"
-    if not path.exists():
-        pytest.skip("real corpora (../shared/data) not available")
+    path = needs_shared_data("friends", "friends.csv")
     texts, labels = _read([path], "speaker", "text")
     repairs = learn_repairs(texts, labels)
     total = sum(repairs.repair(text)[1] for text in texts)

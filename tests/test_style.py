@@ -13,11 +13,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from conftest import needs_shared_data
 from rolecast.errors import PackError, SettingsError  # noqa: E402
 from rolecast.pack import Pack  # noqa: E402
 from rolecast.style import StyleScorer, load_data, roc_auc, train_style  # noqa: E402
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # An invented show: Zorp always talks about spaceships and shouts; the others are calm and plain.
 ZORP_WORDS = ["spaceship", "spaceships", "rocket", "thrusters", "hyperdrive", "galaxy", "launch", "orbit"]
@@ -194,11 +193,12 @@ _DIRECTION = re.compile(r"\[[^\]]*\]|\([^)]*\)")
 
 def house_pack(folder: Path, seasons: dict[int, str]) -> Pack:
     """A stand-in House pack from the shared CSVs: a season is an episode, 40 rows a scene."""
+    shared = needs_shared_data("house-md")
     folder.mkdir(parents=True)
     (folder / "examples").mkdir()
     with open(folder / "script.jsonl", "w", encoding="utf-8") as out:
         for season in seasons:
-            with open(SHARED_DATA / "house-md" / f"season{season}.csv", encoding="utf-8-sig", newline="") as fh:
+            with open(shared / f"season{season}.csv", encoding="utf-8-sig", newline="") as fh:
                 for n, rec in enumerate(csv.DictReader(fh)):
                     speaker, text = (rec["name"] or "").strip(), " ".join(_DIRECTION.sub(" ", rec["line"] or "").split())
                     if speaker and text:
@@ -214,7 +214,6 @@ def house_pack(folder: Path, seasons: dict[int, str]) -> Pack:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_DATA / "house-md").is_dir(), reason="the shared House transcripts are absent")
 def test_house_style_beats_chance_on_held_out_seasons(tmp_path):
     pack = house_pack(tmp_path / "house", {1: "train", 2: "train", 3: "train", 4: "validation", 5: "test"})
     report = train_style(pack, seed=13, max_minutes=5.0)

@@ -17,7 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 from . import __version__
-from .card import draft_card, save_card
+from .card import save_card
+from .draft import draft_card
 from .errors import MissingExtraError, SettingsError
 from .examples import SPLITS, assign_splits, build_examples, write_splits
 from .files import atomic_dir, write_json

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from .card import MIN_Z, character_stats, signature_phrases
+from .draft import MIN_Z, character_stats, signature_phrases
 from .files import atomic_write
 from .script import Script
 
