@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,8 @@ class FakeBackend(Backend):
         # Roughly one token per word plus the template's few per message.
         return sum(len(m["content"].split()) + 4 for m in messages)
 
-    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1) -> list[Completion]:
+    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1,
+                 cancel: Any | None = None) -> list[Completion]:
         self.calls.append({"method": "complete", "messages": messages, "settings": settings, "n": n})
         return [Completion(text, len(text.split())) for text in (self._next() for _ in range(n))]
 

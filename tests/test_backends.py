@@ -102,6 +102,18 @@ def test_llamacpp_returns_n_candidates(llama):
 
 
 @pytest.mark.slow
+def test_llamacpp_candidates_stop_when_cancelled(llama):
+    import threading
+
+    settings = GenerationSettings(max_tokens=200, seed=3, temperature=1.0, stop=[])
+    cancel = threading.Event()
+    cancel.set()  # set before the first token: nothing more is decoded, and the cache is left usable
+    out = llama.complete(MESSAGES, settings, n=3, cancel=cancel)
+    assert [c.finish_reason for c in out] == ["cancelled"] * 3 and all(c.tokens == 0 for c in out), out
+    assert llama.complete(MESSAGES, GenerationSettings(max_tokens=8, seed=3), n=2)[0].tokens > 0
+
+
+@pytest.mark.slow
 def test_llamacpp_decodes_fewer_candidates_when_a_long_prompt_leaves_no_room():
     """The sample pack's eval crashed with 'llama_decode returned 1': four candidates of a long probe overflowed."""
     pytest.importorskip("llama_cpp")

@@ -202,3 +202,46 @@ def test_greeting_defaults_and_conversations_through_the_service(service):
         svc.conversation(conv["id"])
     with pytest.raises(UnknownCharacterError):
         asyncio.run(svc.create_conversation("nobody", "local"))
+
+
+class SlowBestOf(FakeBackend):
+    """Samples n candidates for 2 s (100 steps), checking ``cancel`` at every step as the real backends do."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = 0
+        self.returned = threading.Event()
+
+    def complete(self, messages, settings, n=1, cancel=None):
+        for _ in range(100):
+            if cancel is not None and cancel.is_set():
+                break
+            time.sleep(0.02)
+            self.steps += 1
+        self.returned.set()
+        return super().complete(messages, settings, n, cancel)
+
+
+def test_a_best_of_n_stream_left_before_its_reply_stops_sampling(tmp_path):
+    backend = SlowBestOf(BackendSettings(backend="fake"))
+    serve = ServeSettings(db=str(tmp_path / "c.db"), web=False)
+    svc = ChatService.open([make_pack(tmp_path / "maggie", "Maggie")], serve, BackendSettings(backend="fake"),
+                           make_backend=lambda s, a: backend)
+    svc.characters["maggie"].performer.index = svc.characters["maggie"].performer.style = None
+    perf = svc.characters["maggie"].performer.perf.updated(candidates=4)
+
+    async def leave_early():
+        stream = svc.stream("maggie", [], "Hi", perf=perf)
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.2)
+        waiting.cancel()  # the client went away before the best of four was ready
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await stream.aclose()
+
+    try:
+        asyncio.run(leave_early())
+        assert backend.returned.wait(5)
+        assert backend.steps < 50, f"sampling went on after the client left: {backend.steps} of 100 steps"
+    finally:
+        svc.close()

@@ -21,6 +21,7 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -108,17 +109,24 @@ class Performer:
         return prompt
 
     def reply(self, history: list[Message], message: str, gen: GenerationSettings | None = None,
-              perf: PerformerSettings | None = None) -> Reply:
-        """The best of ``perf.candidates`` cleaned candidates, with every candidate's scores."""
+              perf: PerformerSettings | None = None, cancel: threading.Event | None = None) -> Reply:
+        """The best of ``perf.candidates`` cleaned candidates, with every candidate's scores.
+
+        Setting ``cancel`` (from any thread) stops sampling at the next token: no retry, no rerank,
+        and a Reply with ``finish_reason`` "cancelled".
+        """
         perf, gen = perf or self.perf, gen or self.gen
         start = time.perf_counter()
         prompt = self.prompt(history, message, perf, gen)
         candidates: list[Candidate] = []
         for attempt in range(perf.retries + 1):
             settings = self._generation(gen, attempt)
-            completions = self.backend.complete(prompt.messages, settings, n=perf.candidates)
+            completions = self.backend.complete(prompt.messages, settings, n=perf.candidates, cancel=cancel)
             batch = [self._candidate(self.post(c.text), c.tokens) for c in completions]
             candidates += batch
+            if cancel is not None and cancel.is_set():
+                return Reply("", candidates, prompt.notices, completion_tokens=sum(c.tokens for c in candidates),
+                             seconds=time.perf_counter() - start, finish_reason="cancelled")
             if any(c.text for c in batch):
                 break
         self._score([c for c in candidates if c.text], message, history, perf)
@@ -195,14 +203,16 @@ class ReplyStream:
         self.prompt = performer.prompt(history, message, perf, gen)  # errors surface before streaming starts
         self._source = None
         self._closed = False
+        self._cancel = threading.Event()  # stops a best-of-n reply mid-sampling
 
     def __iter__(self) -> Iterator[str]:
         if self.perf.candidates > 1:
             if self._closed:  # gone before generation started: sample nothing
                 self.reply = Reply("", notices=self.prompt.notices, finish_reason="cancelled")
                 return
-            self.reply = self.performer.reply(self.history, self.message, self.gen, self.perf)
-            yield self.reply.text
+            self.reply = self.performer.reply(self.history, self.message, self.gen, self.perf, self._cancel)
+            if self.reply.finish_reason != "cancelled":
+                yield self.reply.text
             return
         yield from self._stream_one()
 
@@ -244,6 +254,7 @@ class ReplyStream:
         Call it from any thread: the thread iterating the stream closes the backend's generator.
         """
         self._closed = True
+        self._cancel.set()
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,7 @@ class ChatService:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
+        started: list = []  # the ReplyStream, once the worker made it: closed from here when the client leaves
 
         def put(kind: str, value) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
@@ -279,10 +280,11 @@ class ChatService:
                 if cancelled.is_set():
                     return
                 stream = char.performer.stream(history, message, gen, perf)
+                started.append(stream)
+                if cancelled.is_set():  # gone while the stream was being made
+                    stream.close()
                 for piece in stream:
                     put("piece", piece)
-                    if cancelled.is_set():
-                        stream.close()
                 put("done", stream.reply)
             except BaseException as exc:  # handed to the consumer, which raises it
                 put("error", exc)
@@ -302,6 +304,8 @@ class ChatService:
                     return
         finally:
             cancelled.set()
+            for stream in started:  # a best-of-n reply sends nothing before it is done: stop it now, not after
+                stream.close()
 
     def _done(self, model: str, reply: Reply) -> None:
         if self.on_reply is not None:

@@ -7,6 +7,7 @@ what comes back.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ DRY_BREAKERS = ["\n", ":", '"', "*"]
 class Completion:
     text: str
     tokens: int = 0
-    finish_reason: str = "stop"  # "stop" | "length"
+    finish_reason: str = "stop"  # "stop" | "length" | "cancelled"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -50,8 +51,9 @@ class Backend(ABC):
         """Tokens the messages take once rendered with the model's chat template."""
 
     @abstractmethod
-    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1) -> list[Completion]:
-        """``n`` independent completions of the assistant's next turn."""
+    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1,
+                 cancel: threading.Event | None = None) -> list[Completion]:
+        """``n`` independent completions of the assistant's next turn; setting ``cancel`` ends them early."""
 
     @abstractmethod
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:

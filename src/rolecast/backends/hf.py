@@ -206,9 +206,10 @@ class TransformersBackend(Backend):
         return self._breakers
 
     # -- generation ------------------------------------------------------------
-    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1) -> list[Completion]:
+    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1,
+                 cancel: threading.Event | None = None) -> list[Completion]:
         prompt, n = self._checked_prompt(messages), max(1, n)
-        stop = StopCriteria(self.tokenizer, len(prompt), settings.stop)
+        stop = StopCriteria(self.tokenizer, len(prompt), settings.stop, cancel)
         sample = settings.temperature > 0
         with self._lock:
             rows = self._generate(prompt, settings, n if sample else 1, stop).tolist()

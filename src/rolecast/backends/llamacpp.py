@@ -13,6 +13,7 @@ turn is reused, so a new turn evaluates only the new tokens.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import logging
 import os
@@ -113,7 +114,8 @@ class LlamaCppBackend(Backend):
         return self.path.stem
 
     # -- generation ------------------------------------------------------------
-    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1) -> list[Completion]:
+    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1,
+                 cancel: threading.Event | None = None) -> list[Completion]:
         prompt = self.prompt_tokens(messages)
         n = self.sequences_that_fit(len(prompt), max(1, min(n, MAX_SEQUENCES)), settings.max_tokens)
         texts = [bytearray() for _ in range(n)]
@@ -121,8 +123,11 @@ class LlamaCppBackend(Backend):
         reasons = ["length"] * n
         scanners = [StopScanner(settings.stop) for _ in range(n)]
         finished: set[int] = set()
-        with self._lock:
-            for seq, token, eog in self._decode(prompt, settings, n, finished):
+        with self._lock, contextlib.closing(self._decode(prompt, settings, n, finished)) as decoded:
+            for seq, token, eog in decoded:
+                if cancel is not None and cancel.is_set():  # the client left: stop decoding every sequence
+                    reasons = ["cancelled" if i not in finished else r for i, r in enumerate(reasons)]
+                    break
                 if eog:
                     reasons[seq] = "stop"
                     finished.add(seq)

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 from ..errors import BackendError, ModelError, require
@@ -179,11 +180,13 @@ class OpenAIBackend(Backend):
         return body
 
     # -- generation ----------------------------------------------------------------
-    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1) -> list[Completion]:
+    def complete(self, messages: list[Message], settings: GenerationSettings, n: int = 1,
+                 cancel: threading.Event | None = None) -> list[Completion]:
         n = max(1, n)
         scanner = StopScanner(settings.stop)
         completions: list[Completion] = []
-        while len(completions) < n:  # more than one round only when the server ignores n
+        # A request in flight runs to its end (the server has no cancel); no further round starts once cancelled.
+        while len(completions) < n and not (completions and cancel is not None and cancel.is_set()):
             reply = self._json(self._chat(self._body(messages, settings, n - len(completions), len(completions))))
             choices = reply.get("choices") or []
             if not choices:
