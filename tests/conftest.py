@@ -135,3 +135,28 @@ def house_pack(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("packs") / "house"
     prepare(files, PrepareSettings(character="House"), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The default base model's tokenizer."""
+    from rolecast.base_model import load_tokenizer, resolve_base
+
+    source, kwargs, _ = resolve_base(None)
+    return load_tokenizer(source, kwargs)
+
+
+@pytest.fixture(scope="session")
+def short_pack(tmp_path_factory):
+    """The sample pack, its card cut short so that examples are a few dozen tokens."""
+    from rolecast.files import read_json, write_json
+    from rolecast.prepare import prepare
+    from rolecast.settings import PrepareSettings
+
+    out = tmp_path_factory.mktemp("train") / "maggie"
+    prepare([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", show="Harbor Lights", style=False, index=False), out)
+    card = read_json(out / "card.json")
+    card["data"].update(system_prompt="You are {{char}}.", description="", personality="", scenario="",
+                        post_history_instructions="")
+    write_json(out / "card.json", card)
+    return out

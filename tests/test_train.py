@@ -14,112 +14,27 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_SCRIPT
-from rolecast.base_model import resolve_base
 from rolecast.errors import EmptyResultError, ModelError, PackError, TrainingError
-from rolecast.files import read_json, write_json
+from rolecast.files import read_json
 from rolecast.pack import Pack
-from rolecast.settings import PrepareSettings, TrainSettings
-from rolecast.train import (
-    SCENE_START,
-    Budget,
-    check_disk,
-    conversation,
-    fit,
-    resume_options,
-    run_trainer,
-    train,
-    training_system_prompt,
-)
+from rolecast.settings import TrainSettings
+from rolecast.train import Budget, check_disk, resume_options, run_trainer, train
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def words(messages) -> int:
-    """A stand-in tokenizer: one token per word, two per turn."""
-    return sum(len(m["content"].split()) + 2 for m in messages)
-
-
-def row(*turns, reply="I am the reply."):
-    return {"prompt": [{"role": "system", "content": "Be Ann."}, *turns],
-            "completion": [{"role": "assistant", "content": reply}]}
-
-
-def user(text):
-    return {"role": "user", "content": text}
-
-
-def test_conversation_keeps_the_last_turns_and_opens_a_scene_with_a_user_turn():
-    example = {"messages": [user("one"), {"role": "assistant", "content": "two"}, user("three")],
-               "completion": [{"role": "assistant", "content": "four"}]}
-    pc = conversation(example, "SYS", max_turns=2)
-    assert pc["prompt"] == [{"role": "system", "content": "SYS"}, user(SCENE_START),
-                            {"role": "assistant", "content": "two"}, user("three")]
-    assert pc["completion"] == [{"role": "assistant", "content": "four"}]
-    opener = conversation({"messages": [], "completion": example["completion"]}, "SYS", max_turns=4)
-    assert opener["prompt"][1:] == [user(SCENE_START)]
-
-
-def test_fit_drops_the_oldest_context_and_never_the_reply():
-    long = row(user("old " * 30), {"role": "assistant", "content": "mid " * 5}, user("new " * 5))
-    fitted, n = fit(long, words, max_length=30)
-    assert n <= 30 and fitted["completion"] == long["completion"]
-    assert fitted["prompt"][-1] == user("new " * 5)
-    assert all("old" not in m["content"] for m in fitted["prompt"])
-
-
-def test_fit_cuts_the_start_of_a_single_long_turn_and_skips_replies_that_cannot_fit():
-    fitted, n = fit(row(user("a b c d e f g h i j k l m n o p q r s t")), words, max_length=20)
-    assert n <= 20 and fitted["prompt"][-1]["content"].endswith("s t")
-    assert fit(row(user("hi"), reply="word " * 40), words, max_length=20) is None
-
-
-def test_training_uses_the_system_prompt_the_chat_engine_sends():
-    from conftest import FakeBackend
-    from rolecast.card import render
-    from rolecast.prompt import build_prompt
-    from rolecast.settings import GenerationSettings, PerformerSettings
-
-    card = {"data": {"name": "Ann", "system_prompt": "You are {{char}}.", "description": "A nurse.",
-                     "post_history_instructions": "Answer as {{char}}."}}
-    sent = build_prompt(card, [], "Hi", [], FakeBackend(), PerformerSettings(), GenerationSettings())
-    assert sent.messages[0] == {"role": "system", "content": training_system_prompt(card)}
-    assert render("{{char}}", "Ann") in training_system_prompt(card)
 
 
 # ----------------------------------------------------------------------------- labels
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from rolecast.base_model import load_tokenizer
-
-    source, kwargs, _ = resolve_base(None)
-    return load_tokenizer(source, kwargs)
-
-
-@pytest.fixture(scope="module")
-def sample_pack(tmp_path_factory):
-    """The sample pack, its card cut short so that examples are a few dozen tokens."""
-    from rolecast.prepare import prepare
-
-    out = tmp_path_factory.mktemp("train") / "maggie"
-    prepare([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", show="Harbor Lights", style=False, index=False), out)
-    card = read_json(out / "card.json")
-    card["data"].update(system_prompt="You are {{char}}.", description="", personality="", scenario="",
-                        post_history_instructions="")
-    write_json(out / "card.json", card)
-    return out
-
-
 @pytest.mark.parametrize("strategy", ["per_example", "padded"])
-def test_every_prompt_token_is_masked_and_every_reply_token_is_trained(tokenizer, sample_pack, tmp_path, strategy):
+def test_every_prompt_token_is_masked_and_every_reply_token_is_trained(tokenizer, short_pack, tmp_path, strategy):
     """Through TRL's real preparation, on the default model's tokenizer (a tiny random model stands in)."""
     transformers = pytest.importorskip("transformers")
-    from rolecast.train import build_trainer, load_rows
+    from rolecast.train import build_trainer
+    from rolecast.train_data import load_rows
 
-    settings = TrainSettings(strategy=strategy, max_context_turns=3, max_length=200)
-    data = load_rows(Pack.open(sample_pack), "train", tokenizer, settings, limit=12)
+    settings = TrainSettings(data="replies", strategy=strategy, max_context_turns=3, max_length=200)
+    data = load_rows(Pack.open(short_pack), "train", tokenizer, settings, limit=12)
     config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                       num_attention_heads=2, num_key_value_heads=1)
     model = transformers.LlamaForCausalLM(config)
@@ -139,17 +54,17 @@ def test_every_prompt_token_is_masked_and_every_reply_token_is_trained(tokenizer
 # ----------------------------------------------------------------------------- errors
 
 
-def test_qlora_without_cuda_is_refused(sample_pack):
+def test_qlora_without_cuda_is_refused(short_pack):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with pytest.raises(TrainingError, match="--qlora needs a CUDA GPU; drop it to train in fp32 on the CPU"):
-        train(sample_pack, TrainSettings(qlora=True))
+        train(short_pack, TrainSettings(qlora=True))
 
 
-def test_a_pack_without_examples_is_refused(sample_pack, tmp_path):
+def test_a_pack_without_examples_is_refused(short_pack, tmp_path):
     pack = tmp_path / "p"
-    shutil.copytree(sample_pack, pack)
+    shutil.copytree(short_pack, pack)
     shutil.rmtree(pack / "examples")
     with pytest.raises(PackError, match="rolecast prepare"):
         train(pack, TrainSettings())
@@ -161,22 +76,22 @@ def test_a_pack_without_examples_is_refused(sample_pack, tmp_path):
 
 
 @pytest.mark.parametrize("base", ["/nonexistent/model.gguf", "./no-such-folder", "nobody/no-such-model-xyz"])
-def test_a_missing_base_is_a_model_error(sample_pack, base):
+def test_a_missing_base_is_a_model_error(short_pack, base):
     with pytest.raises(ModelError, match="not found"):
-        train(sample_pack, TrainSettings(base=base))
+        train(short_pack, TrainSettings(base=base))
 
 
-def test_an_unsupported_architecture_is_a_model_error(sample_pack, tmp_path):
+def test_an_unsupported_architecture_is_a_model_error(short_pack, tmp_path):
     folder = tmp_path / "weird"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "no-such-arch", "architectures": ["NoSuchModel"]}))
     with pytest.raises(ModelError):
-        train(sample_pack, TrainSettings(base=str(folder)))
+        train(short_pack, TrainSettings(base=str(folder)))
 
 
-def test_resume_without_checkpoints_is_refused(sample_pack):
+def test_resume_without_checkpoints_is_refused(short_pack):
     with pytest.raises(TrainingError, match="nothing to resume"):
-        train(sample_pack, TrainSettings(resume=True))
+        train(short_pack, TrainSettings(resume=True))
 
 
 def test_too_little_disk_is_refused_before_training(tmp_path):
@@ -211,9 +126,9 @@ def test_the_time_budget_stops_training_with_a_checkpoint():
 
 
 @pytest.fixture(scope="module")
-def trained(sample_pack, tmp_path_factory):
+def trained(short_pack, tmp_path_factory):
     pack = tmp_path_factory.mktemp("run") / "maggie"
-    shutil.copytree(sample_pack, pack)
+    shutil.copytree(short_pack, pack)
     (pack / "adapter.gguf").write_bytes(b"GGUF from an earlier adapter")
     Pack.open(pack).record("adapter_gguf")
     settings = TrainSettings(max_steps=2, batch_size=2, max_context_turns=2, max_length=160, save_steps=1,
@@ -257,18 +172,18 @@ def test_resume_continues_from_the_checkpoint(trained):
 
 
 @pytest.mark.slow
-def test_the_cli_trains_and_prints_a_summary(sample_pack, tmp_path):
+def test_the_cli_trains_and_prints_a_summary(short_pack, tmp_path):
     from rolecast.cli import main
 
     pack = tmp_path / "p"
-    shutil.copytree(sample_pack, pack)
+    shutil.copytree(short_pack, pack)
     code = main(["train", str(pack), "--max-steps", "1", "--batch-size", "1", "--max-length", "160",
                  "--max-eval-examples", "2", "--no-progress"])
     assert code == 0
     assert Path(pack / "adapter" / "adapter_config.json").exists()
 
 
-def test_a_folder_base_trains_and_its_adapter_exports(tokenizer, sample_pack, tmp_path):
+def test_a_folder_base_trains_and_its_adapter_exports(tokenizer, short_pack, tmp_path):
     """--base as a Hugging Face folder (a tiny random Llama with the default tokenizer): train, record, export."""
     transformers = pytest.importorskip("transformers")
     from rolecast.export import export
@@ -279,7 +194,7 @@ def test_a_folder_base_trains_and_its_adapter_exports(tokenizer, sample_pack, tm
     transformers.LlamaForCausalLM(config).save_pretrained(base)
     tokenizer.save_pretrained(base)
     pack = tmp_path / "p"
-    shutil.copytree(sample_pack, pack)
+    shutil.copytree(short_pack, pack)
     result = train(pack, TrainSettings(base=str(base), max_steps=2, batch_size=2, max_length=160, max_eval_examples=2,
                                        early_stopping_patience=0), progress=False)
     assert result.steps == 2

@@ -7,12 +7,9 @@
     >>> result = train("packs/house", TrainSettings(max_steps=200))     # doctest: +SKIP
     >>> result.adapter, result.steps, result.eval_loss                   # doctest: +SKIP
 
-Each example becomes a conversational prompt-completion pair: the prompt is the
-system turn the chat engine sends (the card's system prompt with its post-history
-instructions, as ``PerformerSettings.post_history="system"`` puts them) and the last
-``max_context_turns`` turns of the scene; the completion is the character's reply.
-The loss is on the reply tokens only. Contexts too long for ``max_length`` lose their
-oldest turns (then the start of the oldest one), never the reply.
+The rows are the pack's scenes (default: the loss on every line of the character in a
+stretch of scene) or one prompt-completion pair per reply (``--data replies``); see
+``train_data.py``. Either way the system turn is the one the chat engine sends.
 
 Writes PACK/adapter (the PEFT folder, atomically, recorded in pack.json with its base)
 and PACK/train/: meta.json (resolved settings, example checksums, versions),
@@ -39,8 +36,6 @@ import importlib.util
 import logging
 import math
 import os
-import random
-import re
 import shlex
 import shutil
 import signal
@@ -55,19 +50,17 @@ from typing import Any
 from . import __version__
 from .base_model import half_dtype, load_model, load_tokenizer, resolve_base
 from .errors import EmptyResultError, SettingsError, TrainingError, require
-from .examples import read_examples
 from .files import atomic_dir, atomic_write, read_json, sha256, write_json
 from .pack import Pack
-from .prompt import system_turns
-from .settings import PerformerSettings, TrainSettings
+from .settings import TrainSettings
+from .train_data import Rows, load_rows, training_system_prompt
 
 log = logging.getLogger(__name__)
 
-SCENE_START = "(The scene begins.)"  # the user turn chat templates need when the character speaks first
 CHECKPOINTS = Path("train") / "checkpoints"
 RUN_FILE = "run.json"  # the resolved settings of the run the checkpoints belong to
 #: Settings that shape the adapter or its data: a resumed run must keep them.
-FIXED_ON_RESUME = ("base", "lora_r", "lora_alpha", "target_modules", "max_length", "max_context_turns", "strategy",
+FIXED_ON_RESUME = ("base", "data", "lora_r", "lora_alpha", "target_modules", "max_length", "max_context_turns", "strategy",
                    "batch_size", "grad_accum", "seed")
 
 
@@ -78,83 +71,6 @@ class TrainResult:
     eval_loss: float | None
     stopped: str  # completed, early_stopping, max_steps, max_minutes
     metrics: dict = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def training_system_prompt(card: dict, user: str = "User") -> str:
-    """The system turn the Performer sends by default: the card's system prompt, then its post-history instructions."""
-    return system_turns(card, PerformerSettings(post_history="system"), user)[0][0]["content"]
-
-
-def conversation(example: dict, system: str, max_turns: int) -> dict:
-    """An example as TRL's conversational prompt-completion pair."""
-    turns = [m for m in example["messages"] if m["role"] != "system"]
-    turns = turns[-max_turns:] if max_turns else []
-    return {"prompt": [{"role": "system", "content": system}, *_user_first(turns)],
-            "completion": [{"role": "assistant", "content": example["completion"][0]["content"]}]}
-
-
-def _user_first(turns: list[dict]) -> list[dict]:
-    # Strict templates (Llama 2, Mistral) want a user turn first; an empty context needs one too.
-    return turns if turns and turns[0]["role"] == "user" else [{"role": "user", "content": SCENE_START}, *turns]
-
-
-def fit(row: dict, count, max_length: int) -> tuple[dict, int] | None:
-    """``row`` with its oldest context dropped until it takes at most ``max_length`` tokens, and its length.
-
-    ``count(messages)`` is the tokenized length. The last context turn left is cut from its
-    start, word by word, if need be; None when even the reply alone does not fit.
-    """
-    system, completion = row["prompt"][:1], row["completion"]
-    turns = [t for t in row["prompt"][1:] if t["content"] != SCENE_START]  # _user_first puts it back when needed
-
-    def size(ts):
-        return count(system + _user_first(ts) + completion)
-
-    n = size(turns)
-    while n > max_length and len(turns) > 1:
-        turns = turns[1:]
-        n = size(turns)
-    if n > max_length:
-        pieces = re.findall(r"\S+\s*", turns[0]["content"]) if turns else []
-        lo, hi = 0, len(pieces)  # the most trailing words of the turn that fit (binary search)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if size([{**turns[0], "content": "".join(pieces[-mid:])}]) <= max_length:
-                lo = mid
-            else:
-                hi = mid - 1
-        turns = [{**turns[0], "content": "".join(pieces[-lo:])}] if lo else []
-        n = size(turns)
-        if n > max_length:
-            return None
-    return {"prompt": system + _user_first(turns), "completion": completion}, n
-
-
-@dataclass
-class Rows:
-    rows: list[dict]
-    lengths: list[int]  # tokens of each row
-    skipped: int  # examples whose reply alone exceeds max_length
-    source: Path | None = None
-
-
-def load_rows(pack: Pack, split: str, tokenizer, settings: TrainSettings, limit: int = 0) -> Rows:
-    """The split's examples as fitted prompt-completion rows (a seeded sample of ``limit`` when it has more)."""
-    path = pack.require("examples") / f"{split}.jsonl"
-    examples = list(read_examples(path)) if path.exists() else []
-    if limit and len(examples) > limit:
-        examples = random.Random(settings.seed).sample(examples, limit)
-    system = training_system_prompt(pack.card())
-
-    def count(messages):
-        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
-
-    fitted = [fit(conversation(ex, system, settings.max_context_turns), count, settings.max_length) for ex in examples]
-    kept = [f for f in fitted if f is not None]
-    return Rows([r for r, _ in kept], [n for _, n in kept], len(fitted) - len(kept), path if path.exists() else None)
 
 
 def lora_parameters(model, settings: TrainSettings) -> int:
@@ -568,7 +484,8 @@ def write_outputs(pack: Pack, trainer, output, settings: TrainSettings, base: di
 
 def _rows_record(rows: Rows) -> dict:
     return {"file": rows.source.name if rows.source else None, "sha256": sha256(rows.source) if rows.source else None,
-            "used": len(rows.rows), "skipped_too_long": rows.skipped, "tokens": sum(rows.lengths)}
+            "used": len(rows.rows), "replies": rows.replies, "skipped_too_long": rows.skipped,
+            "tokens": sum(rows.lengths)}
 
 
 def versions() -> dict:
