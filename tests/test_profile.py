@@ -12,7 +12,7 @@ from rolecast.profile import write_profile
 from rolecast.script import NARRATION, Line, Script
 
 SHOW = "Moonbase Diner"
-# An invented sitcom: Zelda keeps saying "holy guacamole" (the same fixture as tests/test_card.py, shortened).
+# An invented sitcom: Zelda keeps saying "holy guacamole" (the same fixture as tests/test_draft.py, shortened).
 ROWS = [
     ("s01e01", "1", NARRATION, "The diner at dawn."),
     ("s01e01", "1", "Marco", "Morning, the coffee machine is broken again."),

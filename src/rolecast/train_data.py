@@ -180,16 +180,14 @@ class Masker:
 
     def __call__(self, messages: list[dict]) -> tuple[list[int], list[int], list[int]]:
         """(input_ids, assistant_masks, token index where each turn ends)."""
-        text = self.render(messages)
-        spans, ends = [], []
-        for k, message in enumerate(messages):
-            end = len(self.render(messages[:k + 1]))
-            if message["role"] == "assistant":
-                spans.append((len(self.render(messages[:k], prompt=True)), end))
-            ends.append(end)
-        if any(not text.startswith(self.render(messages[:k + 1])) for k in (0, len(messages) // 2)):
+        prefixes = [self.render(messages[:k + 1]) for k in range(len(messages))]
+        text = prefixes[-1]
+        spans = [(len(self.render(messages[:k], prompt=True)), len(prefixes[k]))
+                 for k, message in enumerate(messages) if message["role"] == "assistant"]
+        if not all(text.startswith(prefix) for prefix in prefixes):
             raise TrainingError("the base's chat template renders a conversation's start differently from the whole",
                                 "pass --data replies to train one reply at a time")
+        ends = [len(prefix) for prefix in prefixes]
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         starts = [start for start, _ in offsets]
