@@ -7,7 +7,7 @@ PYTHON ?= python3
 SAMPLE := examples/sample/harbor_lights.txt
 SAMPLE_PACK := packs/maggie
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast test-min lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
+# The fast suite on the dependency floors (constraints-min.txt), in a venv of its own; CI runs it.
+MIN_VENV := .venv-min
+test-min:
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install -q --upgrade pip
+	$(MIN_VENV)/bin/pip install -q torch==2.13.0 || $(MIN_VENV)/bin/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+	$(MIN_VENV)/bin/pip install -q -e '.[all,dev]' -c constraints-min.txt
+	$(MIN_VENV)/bin/python -m pytest -m "not slow" -p no:cacheprovider
+
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
@@ -46,4 +55,4 @@ bench: setup
 	$(PY) benchmarks/train.py
 
 clean:
-	rm -rf $(VENV) packs .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) packs .pytest_cache
