@@ -204,3 +204,12 @@ def test_a_folder_base_trains_and_its_adapter_exports(tokenizer, short_pack, tmp
     assert export(pack)["adapter_gguf"].stat().st_size > 0
     with pytest.raises(ModelError, match="GGUF base"):
         export(pack, merged="f16")
+
+
+@pytest.mark.parametrize(("precision", "bf16"), [("bf16", True), ("fp32", False)])
+def test_the_precision_setting_reaches_the_trainer_on_the_cpu(tmp_path, precision, bf16):
+    pytest.importorskip("trl")
+    from rolecast.train import sft_config
+
+    config = sft_config(TrainSettings(precision=precision), tmp_path, "cpu", False, 100.0, False)
+    assert (config.bf16, config.fp16, config.use_cpu) == (bf16, False, True)

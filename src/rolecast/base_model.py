@@ -117,6 +117,26 @@ def half_dtype(torch):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX): only then is bf16 autocast faster than fp32."""
+    try:
+        flags = next((line for line in Path(cpuinfo).read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:  # not Linux: no way to tell cheaply, and emulated bf16 is slower than fp32
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def mixed_precision(precision: str, device: str, torch):
+    """The autocast dtype for training (None: fp32 throughout)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device == "cuda":
+        return half_dtype(torch)
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
 def from_pretrained(cls, source: str, kwargs: dict, what: str = "base model"):
     """``cls.from_pretrained`` (a tokenizer or model class), its failures as one-line ModelErrors."""
     where = f"{source}/{kwargs['gguf_file']}" if "gguf_file" in kwargs else source

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .base_model import half_dtype, load_model, load_tokenizer, resolve_base
+from .base_model import load_model, load_tokenizer, mixed_precision, resolve_base
 from .errors import EmptyResultError, SettingsError, TrainingError, require
 from .files import atomic_dir, atomic_write, read_json, sha256, write_json
 from .pack import Pack
@@ -196,6 +196,7 @@ def sft_config(settings: TrainSettings, out: Path, device: str, evaluate: bool, 
                             "with early stopping (the best checkpoint is kept)", "change one, or pass --early-stopping-patience 0")
     gc = settings.gradient_checkpointing == "on" or (settings.gradient_checkpointing == "auto" and device == "cuda")
     # transformers 5.2x renamed it (the old name warns); TRL's default for it is on.
+    half = mixed_precision(settings.precision, device, torch)
     gc_name = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
     return SFTConfig(
         output_dir=str(out), num_train_epochs=settings.epochs, max_steps=settings.max_steps or -1,
@@ -205,7 +206,7 @@ def sft_config(settings: TrainSettings, out: Path, device: str, evaluate: bool, 
         eval_strategy="steps" if evaluate else "no", eval_steps=settings.eval_steps,
         save_strategy="steps", save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
         load_best_model_at_end=early, metric_for_best_model="eval_loss", greater_is_better=False,
-        bf16=device == "cuda" and half_dtype(torch) is torch.bfloat16, fp16=device == "cuda" and half_dtype(torch) is torch.float16, use_cpu=device == "cpu", **{gc_name: gc},
+        bf16=half is torch.bfloat16, fp16=half is torch.float16, use_cpu=device == "cpu", **{gc_name: gc},
         seed=settings.seed, data_seed=settings.seed, completion_only_loss=True, dataset_num_proc=None,
         **batching(pick_strategy(settings, device), settings, mean_length))
 
