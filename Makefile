@@ -19,11 +19,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-$(SAMPLE_PACK)/pack.json: $(SAMPLE) | $(STAMP)
-	$(VENV)/bin/rolecast prepare $(SAMPLE) --character Maggie --show "Harbor Lights" --out $(SAMPLE_PACK)
+# The demo tunes Maggie once (about 4 minutes on two cores; skipped while the pack is up to date):
+# three passes over her 44 scene stretches, two per step, so that 783 lines give 66 optimizer steps.
+DEMO_TRAIN := --train --no-eval --epochs 3 --batch-size 2 --learning-rate 5e-4
 
-demo: $(SAMPLE_PACK)/pack.json
-	@echo "Maggie's pack: $(SAMPLE_PACK) (profile: $(SAMPLE_PACK)/profile.md). Terminal chat: $(VENV)/bin/rolecast chat $(SAMPLE_PACK)"
+$(SAMPLE_PACK)/adapter.gguf: $(SAMPLE) | $(STAMP)
+	@start=$$(date +%s); \
+	$(VENV)/bin/rolecast build $(SAMPLE) --character Maggie --show "Harbor Lights" $(DEMO_TRAIN) --out $(SAMPLE_PACK) && \
+	echo "Maggie's pack prepared and tuned in $$(( $$(date +%s) - start )) s."
+
+demo: $(SAMPLE_PACK)/adapter.gguf
+	@echo "Maggie's pack: $(SAMPLE_PACK) (profile: $(SAMPLE_PACK)/profile.md, training curves: $(SAMPLE_PACK)/train/loss.png). Terminal chat: $(VENV)/bin/rolecast chat $(SAMPLE_PACK)"
 	@echo "Web chat and OpenAI-compatible API on http://127.0.0.1:8000 — Ctrl-C to stop."
 	$(VENV)/bin/rolecast serve $(SAMPLE_PACK) --db packs/demo.db
 
