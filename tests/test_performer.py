@@ -54,6 +54,39 @@ def test_rerank_picks_best_scored_candidate(pack):
     assert "" in scored, "the impersonating candidate is cleaned to nothing and never chosen"
 
 
+class TopicIndex:
+    """A stand-in index whose embedder puts texts about the weather together (unit vectors); it retrieves nothing."""
+
+    def search(self, message, k):
+        return []
+
+    class model:
+        @staticmethod
+        def encode(texts):
+            def vector(t):
+                weather = 1.0 if "weather" in t else 0.6 if "rain" in t.lower() else 0.4 if "cake" in t else 0.0
+                return np.array([weather, (1 - weather**2) ** 0.5, 0.0]) if "sea" not in t else np.array([0.0, 0.0, 1.0])
+            return np.array([vector(t) for t in texts])
+
+
+@pytest.mark.parametrize(("floor", "chosen"), [(0.1, "Rain all night, and more coming."), (0.0, "The sea is calm tonight.")])
+def test_style_counts_only_for_candidates_that_answer(pack, floor, chosen):
+    backend = FakeBackend().queue("The sea is calm tonight.", "Rain all night, and more coming.", "How is the weather?")
+    performer = Performer(pack, backend, perf=PerformerSettings(candidates=3, relevance_floor=floor), index=TopicIndex(),
+                          style=KeywordStyle())
+    reply = performer.reply([], "How is the weather?")
+    assert reply.text == chosen
+    echo = next(c for c in reply.candidates if c.text == "How is the weather?")
+    assert echo.scores["on_topic"] == 0.0 and echo.total < min(c.total for c in reply.candidates if c is not echo)
+
+
+def test_below_the_gate_relevance_decides(pack):
+    backend = FakeBackend().queue("The sea is calm tonight.", "I like cake.")
+    performer = Performer(pack, backend, perf=PerformerSettings(candidates=2, relevance_floor=0.5), index=TopicIndex(),
+                          style=KeywordStyle())
+    assert performer.reply([], "How is the weather?").text == "I like cake."
+
+
 def test_empty_candidates_are_resampled_then_fallback(pack):
     backend = FakeBackend().queue("Otto: hi", "(sighs)", "Finally, words.")
     reply = Performer(pack, backend, perf=PerformerSettings(retries=2), index=None, style=None).reply([], "Hi")

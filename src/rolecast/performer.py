@@ -40,6 +40,13 @@ from .settings import BackendSettings, GenerationSettings, PerformerSettings
 log = logging.getLogger(__name__)
 DEFAULT_FALLBACK = "Hm."
 AUTO = object()  # load the pack's part when it has one
+ECHO = 0.9  # similarity to the message from which a reply is a parrot, not an answer
+OFF_TOPIC = 10.0  # what a candidate below the relevance gate loses: every on-topic one ranks above it
+
+
+def clears_gate(relevance: float, floor: float) -> bool:
+    """Whether a candidate is on topic enough for its style to count: ``floor`` <= similarity < ``ECHO``."""
+    return floor <= relevance < ECHO
 
 
 @dataclass
@@ -173,21 +180,29 @@ class Performer:
             return
         texts = [c.text for c in candidates]
         style = self.style.score_many([message] * len(texts), texts) if self.style is not None else np.full(len(texts), 0.5)
-        relevance = self._relevance(message, texts) if len(texts) > 1 or perf.candidates > 1 else np.zeros(len(texts))
+        relevance = self._relevance(message, texts) if len(texts) > 1 or perf.candidates > 1 else None
         said = [m["content"] for m in history if m.get("role") == "assistant"]
-        for c, s, r in zip(candidates, style, relevance):
+        for k, (c, s) in enumerate(zip(candidates, style)):
+            r = 0.0 if relevance is None else float(relevance[k])
+            # Style only for candidates that answer the message: a small model's most in-voice
+            # candidate is often off the point, and style alone would pick it. Below the gate,
+            # relevance decides (an echo counts as not relevant at all).
+            on_topic = relevance is None or clears_gate(r, perf.relevance_floor)
+            answer = r if r < ECHO else 0.0
             rep = repetition(c.text, said)
             length = abs(math.log((len(c.text.split()) + 1) / (self.typical_words + 1)))
             unfinished = 0.0 if ends_sentence(c.text) and not c.text.endswith("...") else 1.0
-            c.scores = {"style": round(float(s), 4), "relevance": round(float(r), 4), "repetition": round(rep, 4),
-                        "length": round(length, 4)}
-            c.total = round(perf.weight_style * float(s) + perf.weight_relevance * float(r)
-                            - perf.weight_repetition * rep - perf.weight_length * length - 0.25 * unfinished, 4)
+            c.scores = {"style": round(float(s), 4), "relevance": round(r, 4), "repetition": round(rep, 4),
+                        "length": round(length, 4), "on_topic": float(on_topic)}
+            c.total = round(perf.weight_style * float(s) * on_topic + perf.weight_relevance * answer
+                            - perf.weight_repetition * rep - perf.weight_length * length - 0.25 * unfinished
+                            - (0.0 if on_topic else OFF_TOPIC), 4)
 
-    def _relevance(self, message: str, texts: list[str]) -> np.ndarray:
+    def _relevance(self, message: str, texts: list[str]) -> np.ndarray | None:
+        """Cosine of each text's embedding with the message's; None without an embedder (no gate then)."""
         model = getattr(self.index, "model", None)
         if model is None:
-            return np.zeros(len(texts))
+            return None
         vectors = model.encode([message, *texts])
         return vectors[1:] @ vectors[0]
 

@@ -94,6 +94,7 @@ class PerformerSettings(Settings):
     history_turns: int = Field(12, ge=0, le=200, description="Most past turns kept in the prompt (older ones are trimmed first).")
     weight_style: float = Field(1.0, ge=0.0, le=10.0, description="Rerank weight of the style classifier's score.")
     weight_relevance: float = Field(0.6, ge=0.0, le=10.0, description="Rerank weight of similarity to the user's message.")
+    relevance_floor: float = Field(0.1, ge=0.0, le=1.0, description="Rerank gate: a candidate's style counts only when its similarity to the message is at least this (and it is no echo); otherwise relevance decides (0: no gate). Checked against eval's coherence judge by benchmarks/relevance.py.")
     weight_repetition: float = Field(1.0, ge=0.0, le=10.0, description="Rerank penalty weight for repeating the history.")
     weight_length: float = Field(0.3, ge=0.0, le=10.0, description="Rerank penalty weight for straying from the character's usual line length.")
     post_history: Literal["system", "after_history"] = Field("system", description="Where the card's post-history instructions go: end of the system prompt (small models follow it best), or a system turn after the history (SillyTavern's way).")
