@@ -121,7 +121,8 @@ def one_step(trainer, batches, head: str) -> tuple[int, float]:
     start = time.perf_counter()
     with replies_only_head("cpu") if head == "replies" else contextlib.nullcontext():
         for batch in micro:
-            with trainer.compute_loss_context_manager():  # the Trainer's autocast (bf16 where the CPU has it)
+            # What Trainer.train() gets from accelerate when args.bf16 is set (prepare() wraps the forward pass).
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.args.bf16):
                 loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=torch.tensor(items))
             loss.backward()
         trainer.optimizer.step()
