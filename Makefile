@@ -1,7 +1,6 @@
 # rolecast — the two commands a newcomer runs: `make demo` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 SAMPLE := examples/sample/harbor_lights.txt
@@ -9,12 +8,17 @@ SAMPLE_PACK := packs/maggie
 
 .PHONY: setup demo test test-fast test-min lint bench clean
 
+# $(call venv,DIR,PIP OPTIONS): a virtualenv with rolecast and every extra installed in DIR.
+# CPU torch first: any other torch request would pull a multi-GB CUDA build.
+define venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -q --upgrade pip
+	$(1)/bin/pip install -q torch==2.13.0 || $(1)/bin/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+	$(1)/bin/pip install -q -e '.[all,dev]' $(2)
+endef
+
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	# CPU torch first: any other torch request would pull a multi-GB CUDA build.
-	$(PIP) install -q torch==2.13.0 || $(PIP) install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(PIP) install -q -e '.[all,dev]'
+	$(call venv,$(VENV))
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -45,10 +49,7 @@ test-fast: setup
 # The fast suite on the dependency floors (constraints-min.txt), in a venv of its own; CI runs it.
 MIN_VENV := .venv-min
 test-min:
-	$(PYTHON) -m venv $(MIN_VENV)
-	$(MIN_VENV)/bin/pip install -q --upgrade pip
-	$(MIN_VENV)/bin/pip install -q torch==2.13.0 || $(MIN_VENV)/bin/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-	$(MIN_VENV)/bin/pip install -q -e '.[all,dev]' -c constraints-min.txt
+	$(call venv,$(MIN_VENV),-c constraints-min.txt)
 	$(MIN_VENV)/bin/python -m pytest -m "not slow" -p no:cacheprovider
 
 lint: setup

@@ -45,8 +45,8 @@ def main() -> None:
     messages = [last_turn(c) for c in contexts]
     real = [i for i in range(len(y)) if y[i] == 1]
     echo_msgs = [messages[i] for i in real]
-    vectors = judges.encoder.encode(list(dict.fromkeys(messages + replies)))
-    index = {t: k for k, t in enumerate(dict.fromkeys(messages + replies))}
+    texts = list(dict.fromkeys(messages + replies))
+    vectors, index = judges.encoder.encode(texts), {t: k for k, t in enumerate(texts)}
 
     def cosine(a: list[str], b: list[str]) -> np.ndarray:
         return np.array([float(vectors[index[x]] @ vectors[index[z]]) for x, z in zip(a, b)])

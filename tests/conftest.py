@@ -14,12 +14,18 @@ from typing import Any
 import pytest
 
 from rolecast.backends import Backend, Completion, Message, register
+from rolecast.script import Line, Script
 from rolecast.settings import BackendSettings, GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 SAMPLE_SCRIPT = ROOT / "examples" / "sample" / "harbor_lights.txt"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def script_of(rows, show: str = "Show") -> Script:
+    """An invented script from (episode, scene, speaker, text) rows, indexed in order."""
+    return Script(show, [Line(show, ep, scene, i, speaker, text) for i, (ep, scene, speaker, text) in enumerate(rows)])
 
 
 def make_pack(folder: Path, character: str, speakers=(), greeting: str = "Evening.", avatar: bool = False) -> Path:

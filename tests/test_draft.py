@@ -10,7 +10,7 @@ import csv
 
 import pytest
 
-from conftest import needs_shared_data
+from conftest import needs_shared_data, script_of
 from rolecast.card import V2_FIELDS
 from rolecast.draft import character_stats, draft_card, signature_phrases, tokens
 from rolecast.errors import UnknownCharacterError
@@ -47,7 +47,7 @@ OTHERS = [text for _, _, speaker, text in ROWS if speaker in ("Marco", "Priya")]
 
 
 def moonbase() -> Script:
-    return Script(SHOW, [Line(SHOW, ep, scene, i, speaker, text) for i, (ep, scene, speaker, text) in enumerate(ROWS)])
+    return script_of(ROWS, SHOW)
 
 
 def drafted_card() -> dict:

@@ -4,16 +4,11 @@ from collections import Counter
 
 import pytest
 
+from conftest import script_of
 from rolecast.errors import EmptyResultError
 from rolecast.examples import assign_splits, build_examples, context_messages, split_units
-from rolecast.script import GROUP, Line, Script
+from rolecast.script import GROUP, Line
 from rolecast.settings import PrepareSettings
-
-
-def script_of(rows):
-    """rows: (episode, scene, speaker, text)."""
-    return Script("Show", [Line("Show", ep, sc, i, spk, text) for i, (ep, sc, spk, text) in enumerate(rows)])
-
 
 SCRIPT = script_of([
     ("e1", "1", "Ann", "Morning, everyone here?"),

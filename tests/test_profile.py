@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import script_of
 from rolecast.draft import draft_card
 from rolecast.profile import write_profile
-from rolecast.script import NARRATION, Line, Script
+from rolecast.script import NARRATION, Script
 
 SHOW = "Moonbase Diner"
 # An invented sitcom: Zelda keeps saying "holy guacamole" (the same fixture as tests/test_draft.py, shortened).
@@ -35,7 +36,7 @@ ROWS = [
 
 @pytest.fixture
 def script() -> Script:
-    return Script(SHOW, [Line(SHOW, ep, scene, i, speaker, text) for i, (ep, scene, speaker, text) in enumerate(ROWS)])
+    return script_of(ROWS, SHOW)
 
 
 def make_examples(script: Script) -> list[dict]:

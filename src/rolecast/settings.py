@@ -94,7 +94,7 @@ class PerformerSettings(Settings):
     history_turns: int = Field(12, ge=0, le=200, description="Most past turns kept in the prompt (older ones are trimmed first).")
     weight_style: float = Field(1.0, ge=0.0, le=10.0, description="Rerank weight of the style classifier's score.")
     weight_relevance: float = Field(0.6, ge=0.0, le=10.0, description="Rerank weight of similarity to the user's message.")
-    relevance_floor: float = Field(0.1, ge=0.0, le=1.0, description="Rerank gate: a candidate's style counts only when its similarity to the message is at least this (and it is no echo); otherwise relevance decides (0: no gate). Checked against eval's coherence judge by benchmarks/relevance.py.")
+    relevance_floor: float = Field(0.1, ge=0.0, le=1.0, description="Rerank gate: a candidate's style counts only when its similarity to the message is at least this (and it is no echo); otherwise relevance decides (0: only echoes and replies pointing away from the message are gated). Checked against eval's coherence judge by benchmarks/relevance.py.")
     weight_repetition: float = Field(1.0, ge=0.0, le=10.0, description="Rerank penalty weight for repeating the history.")
     weight_length: float = Field(0.3, ge=0.0, le=10.0, description="Rerank penalty weight for straying from the character's usual line length.")
     post_history: Literal["system", "after_history"] = Field("system", description="Where the card's post-history instructions go: end of the system prompt (small models follow it best), or a system turn after the history (SillyTavern's way).")
@@ -191,7 +191,7 @@ class TrainSettings(Settings):
     seed: int = Field(13, description="Seed for the LoRA initialisation, shuffling and dropout.")
     qlora: bool = Field(False, description="Load the base in 4 bits (bitsandbytes; needs a CUDA GPU and an HF base).")
     strategy: Literal["auto", "per_example", "padding_free", "packing", "group_by_length", "padded"] = Field("auto", description="How examples are batched: per_example (one at a time, gradients accumulated: no padding), padding_free (a batch flattened into one row), packing (TRL best-fit packing), group_by_length (padded, similar lengths together), padded (random batches padded to the longest); auto: the fastest measured for the device.")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="Mixed precision of the matrix products (the LoRA's weights stay fp32): bf16, or fp32 throughout; auto: bf16 where the processor computes it natively (CPUs with AVX512-BF16 or AMX, about 2.3x faster than fp32 on two cores; Ampere or later GPUs), fp16 on older GPUs, else fp32.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="Mixed precision of the matrix products (the LoRA's weights stay fp32): bf16, or fp32 throughout; auto: bf16 where the processor computes it natively (CPUs with AVX512-BF16 or AMX: 1.8x the fp32 tokens/s on two cores, benchmarks/train.py; Ampere or later GPUs), fp16 on older GPUs, else fp32.")
     gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description="Recompute activations in the backward pass to save memory; auto: on with CUDA, off on the CPU (faster).")
     resume: bool = Field(False, description="Continue the last run from its latest checkpoint in PACK/train/checkpoints.")
 

@@ -195,8 +195,8 @@ def sft_config(settings: TrainSettings, out: Path, device: str, evaluate: bool, 
         raise SettingsError(f"--save-steps {settings.save_steps} must be a multiple of --eval-steps {settings.eval_steps} "
                             "with early stopping (the best checkpoint is kept)", "change one, or pass --early-stopping-patience 0")
     gc = settings.gradient_checkpointing == "on" or (settings.gradient_checkpointing == "auto" and device == "cuda")
-    # transformers 5.2x renamed it (the old name warns); TRL's default for it is on.
     half = mixed_precision(settings.precision, device, torch)
+    # transformers 5.2x renamed it (the old name warns); TRL's default for it is on.
     gc_name = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
     return SFTConfig(
         output_dir=str(out), num_train_epochs=settings.epochs, max_steps=settings.max_steps or -1,
