@@ -176,3 +176,17 @@ def test_probes_on_the_sample_pack(sample_pack):
 def test_probes_on_house(house_pack):
     failures, n = check_probes(house_pack)
     assert failures == [], failures
+
+
+def test_a_lora_gets_the_system_turn_it_was_trained_with(pack):
+    description = pack.card()["data"]["description"]
+    pack.info = {**pack.info, "parts": {**pack.info.get("parts", {}), "adapter": {"system_turn": "compact"}}}
+    sent = {}
+    for adapter in (None, "lora.gguf"):
+        backend = FakeBackend(adapter=adapter)
+        Performer(pack, backend, index=None, style=None).reply([], "Hello?")
+        sent[adapter] = backend.calls[0]["messages"][0]["content"]
+    assert description in sent[None] and description not in sent["lora.gguf"]
+    card = Performer(pack, FakeBackend(adapter="lora.gguf"), index=None, style=None,
+                     perf=PerformerSettings(system_turn="card"))
+    assert description in card.prompt([], "Hello?").messages[0]["content"]

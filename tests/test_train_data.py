@@ -71,6 +71,10 @@ def test_training_uses_the_system_prompt_the_chat_engine_sends():
     sent = build_prompt(card, [], "Hi", [], FakeBackend(), PerformerSettings(), GenerationSettings())
     assert sent.messages[0] == {"role": "system", "content": training_system_prompt(card)}
     assert render("{{char}}", "Ann") in training_system_prompt(card)
+    compact = build_prompt(card, [], "Hi", [], FakeBackend(), PerformerSettings(system_turn="compact"), GenerationSettings())
+    assert compact.messages[0] == {"role": "system", "content": training_system_prompt(card, "compact")}
+    assert "A nurse." in training_system_prompt(card) and "A nurse." not in training_system_prompt(card, "compact")
+    assert "Answer as Ann." in training_system_prompt(card, "compact")
 
 
 # ----------------------------------------------------------------------------- whole scenes

@@ -108,12 +108,19 @@ class Performer:
     # -- the turn ------------------------------------------------------------------
     def prompt(self, history: list[Message], message: str, perf: PerformerSettings | None = None,
                gen: GenerationSettings | None = None) -> Prompt:
-        perf, gen = perf or self.perf, gen or self.gen
+        perf, gen = self.system_turn(perf or self.perf), gen or self.gen
         message, notices = self.check_message(message, perf)
         examples = self.index.search(message, k=perf.examples) if self.index is not None and perf.examples else []
         prompt = build_prompt(self.card, history, message, examples, self.backend, perf, gen, self.user)
         prompt.notices[:0] = notices
         return prompt
+
+    def system_turn(self, perf: PerformerSettings) -> PerformerSettings:
+        """``perf`` with system_turn "auto" resolved: what the pack's adapter was trained with when one is served."""
+        if perf.system_turn != "auto":
+            return perf
+        trained = self.pack.info.get("parts", {}).get("adapter", {}).get("system_turn", "card")
+        return perf.updated(system_turn=trained if self.backend.adapter else "card")
 
     def reply(self, history: list[Message], message: str, gen: GenerationSettings | None = None,
               perf: PerformerSettings | None = None, cancel: threading.Event | None = None) -> Reply:

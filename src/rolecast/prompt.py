@@ -42,11 +42,13 @@ class Prompt:
     tokens: int = 0
 
 
-def system_prompt(card: dict, user: str = "User") -> str:
+def system_prompt(card: dict, user: str = "User", compact: bool = False) -> str:
+    """The card's system prompt, description, personality and scenario; ``compact``: the system prompt alone."""
     data = card["data"]
     char = data["name"]
     parts = [data.get("system_prompt") or DEFAULT_SYSTEM]
-    parts += [data[key] for key in ("description", "personality", "scenario") if data.get(key)]
+    if not compact:
+        parts += [data[key] for key in ("description", "personality", "scenario") if data.get(key)]
     return "\n\n".join(render(part, char, user).strip() for part in parts if part.strip())
 
 
@@ -58,11 +60,16 @@ def example_turns(examples: list[Exchange]) -> list[Message]:
 
 
 def system_turns(card: dict | None, perf: PerformerSettings, user: str = "User") -> tuple[list[Message], list[Message]]:
-    """The card's system turn, and the post-history turn that goes after the history (if it goes there)."""
+    """The card's system turn, and the post-history turn that goes after the history (if it goes there).
+
+    ``perf.system_turn`` "compact" leaves out the description, personality and scenario (what a LoRA
+    trained on compact system turns expects); "auto" is the card's whole text here (the Performer
+    resolves it from the adapter it serves).
+    """
     if card is None:  # the bare model, as the evaluation's base variant runs it
         return [], []
     data = card["data"]
-    system = {"role": "system", "content": system_prompt(card, user)}
+    system = {"role": "system", "content": system_prompt(card, user, compact=perf.system_turn == "compact")}
     post_text = render(data.get("post_history_instructions", DEFAULT_POST) or "", data["name"], user).strip()
     post = [{"role": "system", "content": post_text}] if post_text and perf.post_history == "after_history" else []
     if post_text and perf.post_history == "system":

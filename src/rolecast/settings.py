@@ -98,6 +98,7 @@ class PerformerSettings(Settings):
     weight_repetition: float = Field(1.0, ge=0.0, le=10.0, description="Rerank penalty weight for repeating the history.")
     weight_length: float = Field(0.3, ge=0.0, le=10.0, description="Rerank penalty weight for straying from the character's usual line length.")
     post_history: Literal["system", "after_history"] = Field("system", description="Where the card's post-history instructions go: end of the system prompt (small models follow it best), or a system turn after the history (SillyTavern's way).")
+    system_turn: Literal["auto", "card", "compact"] = Field("auto", description="The system turn: card (its system prompt, description, personality and scenario), compact (its system prompt and post-history instructions alone), or auto: what the served LoRA adapter was trained with (rolecast train --system-turn), else card.")
     max_message_chars: int = Field(8000, ge=1, le=1_000_000, description="Longer user messages are trimmed (with a notice).")
     retries: int = Field(2, ge=0, le=10, description="Resamples (new seed) when every candidate is empty after cleaning.")
 
@@ -182,6 +183,7 @@ class TrainSettings(Settings):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], description="Linear layers that get a LoRA (repeatable); default: the attention and MLP projections.")
     max_length: int = Field(512, ge=32, le=131_072, description="Most tokens per example; the oldest context is cut to fit, never the reply.")
     data: Literal["scenes", "replies"] = Field("scenes", description="What a training row is: scenes (a stretch of a scene around the character, the loss on every one of their lines; the fastest per reply) or replies (one row per reply with its context).")
+    system_turn: Literal["compact", "card"] = Field("compact", description="The system turn of every training row: compact (the card's system prompt and post-history instructions; the description, personality and scenario were half of House's scene tokens) or card (all of it). The pack records it, and a chat with the adapter sends the same (performer.system_turn auto).")
     max_context_turns: int = Field(4, ge=0, le=64, description="Lines of context before each reply (replies), or before the character speaks and of silence within a stretch (scenes).")
     max_eval_examples: int = Field(128, ge=0, le=1_000_000, description="Validation rows used for the eval loss (a fixed sample; 0: no evaluation).")
     eval_steps: int = Field(50, ge=1, le=1_000_000, description="Evaluate the validation loss every this many steps.")

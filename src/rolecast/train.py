@@ -303,7 +303,8 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
     drop_stale_export(pack)
     stopped, eval_loss = stop_reason(trainer, budget, settings), final_eval_loss(trainer)
     pack.record("adapter", **base, steps=trainer.state.global_step, eval_loss=eval_loss, lora_r=settings.lora_r,
-                lora_alpha=settings.lora_alpha, target_modules=list(settings.target_modules))
+                lora_alpha=settings.lora_alpha, target_modules=list(settings.target_modules),
+                system_turn=settings.system_turn)
     metrics = write_outputs(pack, trainer, output, settings, base, data, evals, stopped, eval_loss, device, checkpoint)
     if stopped in ("completed", "early_stopping"):
         shutil.rmtree(out, ignore_errors=True)  # nothing left to resume
@@ -476,7 +477,7 @@ def write_outputs(pack: Pack, trainer, output, settings: TrainSettings, base: di
     write_json(folder / "meta.json", {
         "rolecast_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device,
         "settings": settings.model_dump(), **base, "resumed_from": checkpoint.name if checkpoint else None,
-        "system_prompt_sha256": hashlib.sha256(training_system_prompt(pack.card()).encode()).hexdigest(),
+        "system_prompt_sha256": hashlib.sha256(training_system_prompt(pack.card(), settings.system_turn).encode()).hexdigest(),
         "examples": {name: _rows_record(rows) for name, rows in (("train", data), ("validation", evals)) if rows},
         "versions": versions(),
     })

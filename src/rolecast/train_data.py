@@ -6,7 +6,9 @@
 ``scenes`` (the default, as CoSER and TRL's assistant-only loss train role-play): one
 sequence per stretch of a scene around the character, the character's lines as assistant
 turns with the loss on **every** one of them, the other speakers as user turns (named
-when the scene has several), after the system turn the Performer sends. A stretch begins
+when the scene has several), after the system turn the Performer sends (``system_turn``: compact
+by default, the card's system prompt without its description, personality and scenario, which
+were half the tokens of House's rows; the pack records it and the chat sends the same). A stretch begins
 ``max_context_turns`` lines before the character speaks and ends where the character is
 silent for more than that; one longer than ``max_length`` tokens is split at turn
 boundaries (never inside a line), the next part opening on the line the character answers.
@@ -57,9 +59,10 @@ def load_rows(pack: Pack, split: str, tokenizer, settings: TrainSettings, limit:
     return reply_rows(pack, split, tokenizer, settings, limit)
 
 
-def training_system_prompt(card: dict, user: str = "User") -> str:
-    """The system turn the Performer sends by default: the card's system prompt, then its post-history instructions."""
-    return system_turns(card, PerformerSettings(post_history="system"), user)[0][0]["content"]
+def training_system_prompt(card: dict, system_turn: str = "card", user: str = "User") -> str:
+    """The system turn the Performer sends with ``system_turn``: the card's system prompt (with its description,
+    personality and scenario unless compact), then its post-history instructions."""
+    return system_turns(card, PerformerSettings(post_history="system", system_turn=system_turn), user)[0][0]["content"]
 
 
 def conversation(example: dict, system: str, max_turns: int) -> dict:
@@ -113,7 +116,7 @@ def reply_rows(pack: Pack, split: str, tokenizer, settings: TrainSettings, limit
     examples = list(read_examples(path)) if path.exists() else []
     if limit and len(examples) > limit:
         examples = random.Random(settings.seed).sample(examples, limit)
-    system = training_system_prompt(pack.card())
+    system = training_system_prompt(pack.card(), settings.system_turn)
 
     def count(messages):
         return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
@@ -236,7 +239,7 @@ def scene_rows(pack: Pack, split: str, tokenizer, settings: TrainSettings, limit
     conversations = scene_conversations(pack, split, settings.max_context_turns)
     if limit and len(conversations) > limit:
         conversations = random.Random(settings.seed).sample(conversations, limit)
-    system = {"role": "system", "content": training_system_prompt(pack.card())}
+    system = {"role": "system", "content": training_system_prompt(pack.card(), settings.system_turn)}
     masker, counts = Masker(tokenizer), Counter()
     rows = [row for turns in conversations for row in chunks(turns, system, masker, settings.max_length, counts)]
     path = pack.path / "script.jsonl"
