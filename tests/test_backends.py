@@ -419,7 +419,8 @@ def mock_backend(handler, model="m", **settings):
     httpx = pytest.importorskip("httpx2")
     from rolecast.backends.openai import OpenAIBackend
 
-    backend = OpenAIBackend(BackendSettings(backend="openai", base_url="http://mock/v1", model=model, **settings))
+    config = BackendSettings(backend="openai", base_url="http://mock/v1", model=model, **settings)
+    backend = OpenAIBackend(config, adapter=config.adapter)
     backend.http = httpx.Client(base_url="http://mock/v1/", transport=httpx.MockTransport(handler))
     return backend
 
@@ -523,6 +524,22 @@ def test_openai_unknown_model_lists_the_served_ones():
     with pytest.raises(ModelError) as err:
         backend.complete(MESSAGES, GenerationSettings())
     assert "model 'gpt-5' is not served at http://mock/v1; it serves: m" in str(err.value)
+
+
+def test_openai_fails_loudly_when_the_server_does_not_serve_the_lora():
+    served = mock_backend(models_or(lambda request, body: (200, reply(body["model"]))), model=None, adapter="house")
+    with pytest.raises(ModelError) as err:
+        served.complete(MESSAGES, GenerationSettings())
+    assert "does not serve the LoRA 'house'; it serves: m" in str(err.value) and "--lora-modules house=" in str(err.value)
+
+    def lists_house(request):
+        import httpx2
+
+        if request.url.path == "/v1/models":
+            return httpx2.Response(200, json={"data": [{"id": "base"}, {"id": "house"}]})
+        return httpx2.Response(200, json=reply(json.loads(request.content)["model"]))
+
+    assert mock_backend(lists_house, model=None, adapter="house").complete(MESSAGES, GenerationSettings())[0].text == "house"
 
 
 def test_openai_counts_with_vllm_tokenize_and_remembers():

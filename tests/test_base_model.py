@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from rolecast.base_model import cpu_has_bf16, mixed_precision
+from rolecast.base_model import check_lora, cpu_has_bf16, mixed_precision
+from rolecast.errors import ModelError
 
 torch = pytest.importorskip("torch")
 
@@ -33,3 +36,42 @@ def test_precision_auto_follows_the_processor_and_explicit_choices_win(monkeypat
     monkeypatch.setattr(base_model, "cpu_has_bf16", lambda: False)
     assert mixed_precision("auto", "cpu", torch) is None
     assert mixed_precision("bf16", "cpu", torch) is torch.bfloat16
+
+
+def write_gguf(path, arch: str, tensors: dict) -> Path:
+    """A GGUF holding ``tensors`` (numpy arrays, rows × columns as PEFT and transformers store them)."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    for name, array in tensors.items():
+        writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+def lora_for(in_features: int, out_features: int, r: int = 2) -> dict:
+    import numpy as np
+
+    return {"blk.0.attn_q.weight.lora_a": np.zeros((r, in_features)), "blk.0.attn_q.weight.lora_b": np.zeros((out_features, r))}
+
+
+def test_a_lora_is_checked_against_its_base_before_llama_cpp_sees_it(tmp_path):
+    import numpy as np
+
+    base = write_gguf(tmp_path / "base.gguf", "llama", {"blk.0.attn_q.weight": np.zeros((8, 4))})
+    check_lora(write_gguf(tmp_path / "fits.gguf", "llama", lora_for(4, 8)), base)
+    with pytest.raises(ModelError, match=r"is for a qwen2 model, not base.gguf \(llama\)"):
+        check_lora(write_gguf(tmp_path / "qwen.gguf", "qwen2", lora_for(4, 8)), base)
+    for name, lora in (("wide.gguf", lora_for(6, 8)), ("tall.gguf", lora_for(4, 16))):
+        with pytest.raises(ModelError, match=f"{name} does not fit base.gguf: blk.0.attn_q.weight.lora_"):
+            check_lora(write_gguf(tmp_path / name, "llama", lora), base)
+    other = write_gguf(tmp_path / "other.gguf", "llama", {"blk.0.attn_k.weight": np.zeros((8, 4))})
+    with pytest.raises(ModelError, match="missing"):
+        check_lora(tmp_path / "fits.gguf", other)
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf")
+    with pytest.raises(ModelError, match="not a GGUF file"):
+        check_lora(tmp_path / "junk.gguf", base)

@@ -190,3 +190,23 @@ def test_a_lora_gets_the_system_turn_it_was_trained_with(pack):
     card = Performer(pack, FakeBackend(adapter="lora.gguf"), index=None, style=None,
                      perf=PerformerSettings(system_turn="card"))
     assert description in card.prompt([], "Hello?").messages[0]["content"]
+
+
+def test_a_pack_serves_its_lora_on_the_base_it_was_trained_on(pack, tmp_path):
+    from rolecast.errors import ModelError
+    from rolecast.files import sha256
+    from rolecast.performer import pack_backend
+    from rolecast.settings import BackendSettings
+
+    (pack.path / "adapter.gguf").write_bytes(b"GGUF")
+    trained, other = tmp_path / "trained.gguf", tmp_path / "other.gguf"
+    trained.write_bytes(b"GGUF trained")
+    other.write_bytes(b"GGUF other")
+    pack.info["parts"] = {"adapter": {"base": str(trained), "base_name": "trained.gguf", "base_sha256": sha256(trained)}}
+    served = pack_backend(pack, BackendSettings())
+    assert (served.model, served.adapter) == (str(trained), str(pack.path / "adapter.gguf"))
+    with pytest.raises(ModelError, match="trained on trained.gguf, not on other.gguf"):
+        pack_backend(pack, BackendSettings(model=str(other)))
+    bare = pack_backend(pack, BackendSettings(model=str(other), no_adapter=True))
+    assert (bare.model, bare.adapter) == (str(other), None)
+    assert pack_backend(pack, BackendSettings(model=str(trained))).adapter == str(pack.path / "adapter.gguf")

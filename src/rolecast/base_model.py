@@ -60,6 +60,33 @@ def check_gguf(path: Path, what: str = "model") -> Path:
     return path
 
 
+def check_lora(adapter: Path, model: Path) -> None:
+    """A ModelError unless the GGUF LoRA ``adapter`` fits ``model``: same architecture, and every pair's shapes
+    those of the weight it adds to (llama.cpp may crash, not fail, on a LoRA made for another base)."""
+    gguf = require("gguf", "chat")
+    try:
+        lora, base = gguf.GGUFReader(check_gguf(adapter, "LoRA adapter")), gguf.GGUFReader(model)
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"cannot read the GGUF header of {adapter} or {model} ({first_line(exc)})",
+                         "re-export the adapter with: rolecast export PACK") from None
+
+    def arch(reader) -> str | None:
+        field = reader.fields.get("general.architecture")
+        return field.contents() if field is not None else None
+
+    fix = "serve the pack with the base it was trained on (omit --model), or pass --no-adapter"
+    if arch(lora) != arch(base):
+        raise ModelError(f"the LoRA adapter {adapter.name} is for a {arch(lora)} model, not {model.name} ({arch(base)})", fix)
+    weights = {t.name: [int(n) for n in t.shape] for t in base.tensors}
+    for tensor in lora.tensors:
+        name, _, part = tensor.name.rpartition(".")
+        shape, have = [int(n) for n in tensor.shape], weights.get(name)
+        # GGUF dims run innermost first: lora_a is [in, r], lora_b [r, out], the weight [in, out].
+        fits = have is not None and len(have) == 2 and (shape[0] == have[0] if part == "lora_a" else shape[1] == have[1])
+        if part in ("lora_a", "lora_b") and not fits:
+            raise ModelError(f"the LoRA adapter {adapter.name} does not fit {model.name}: {tensor.name} is {shape}, "
+                             f"the base's {name} {have or 'missing'}", fix)
+
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"

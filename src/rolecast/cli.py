@@ -263,6 +263,19 @@ def serve(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
 
 @cli.command()
 @click.argument("packs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("docker-compose.gpu.yml"),
+              show_default=True, help="The compose file to write.")
+def compose(packs: tuple[Path, ...], out: Path) -> None:
+    """Write a GPU compose file for PACKS: vLLM with the base they were trained on and each pack's LoRA, rolecast over it."""
+    from .compose import render
+    from .files import atomic_write
+
+    atomic_write(out, render(list(packs)))
+    click.echo(f"Wrote {out}; run it with: ROLECAST_API_KEYS=change-me docker compose -f {out} up")
+
+
+@cli.command()
+@click.argument("packs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click_options(TelegramSettings)
 @chat_options
 @click.pass_context

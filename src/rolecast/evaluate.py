@@ -47,7 +47,7 @@ from .judges import (
     pairwise,
 )
 from .pack import Pack, slug
-from .performer import VARIANTS, Performer, Variant, pack_adapter, repetition
+from .performer import VARIANTS, Performer, Variant, pack_adapter, pack_backend, repetition
 from .postprocess import breaks_persona, loops
 from .probes import probes
 from .progress import bar
@@ -195,9 +195,11 @@ class _Backends:
         return pack_adapter(self.pack, self.settings.updated(no_adapter=False)) is not None
 
     def backend(self, adapter: bool) -> Backend:
+        """The pack's base (the one its adapter was trained on), with the adapter or without."""
         if adapter not in self.loaded:
-            path = pack_adapter(self.pack, self.settings.updated(no_adapter=False)) if adapter else None
-            self.loaded[adapter] = create(self.settings.updated(adapter=path, no_adapter=not adapter))
+            served = pack_backend(self.pack, self.settings.updated(no_adapter=False))
+            self.loaded[adapter] = create(served.updated(adapter=served.adapter if adapter else None,
+                                                         no_adapter=not adapter))
         return self.loaded[adapter]
 
     def performer(self, variant: Variant) -> Performer:

@@ -17,6 +17,7 @@ an empty candidate set is resampled with new seeds, then the card's fallback lin
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -31,7 +32,9 @@ import numpy as np
 
 from .backends import Backend, create
 from .backends.base import Message
-from .errors import MessageError, PackError
+from .base_model import default_model_path
+from .errors import MessageError, ModelError, PackError
+from .files import sha256
 from .pack import Pack
 from .postprocess import Cleaned, PostProcessor, ends_sentence
 from .prompt import Prompt, build_prompt
@@ -103,7 +106,7 @@ class Performer:
         """A Performer for the pack, on the backend the settings name (the pack's adapter when it has one)."""
         pack = Pack.open(pack_path)
         settings = backend or BackendSettings()
-        return cls(pack, create(settings, adapter=pack_adapter(pack, settings)), **kwargs)
+        return cls(pack, create(pack_backend(pack, settings)), **kwargs)
 
     # -- the turn ------------------------------------------------------------------
     def prompt(self, history: list[Message], message: str, perf: PerformerSettings | None = None,
@@ -313,10 +316,39 @@ def pack_adapter(pack: Pack, settings: BackendSettings) -> str | None:
         return settings.adapter
     if settings.backend == "openai":
         # A server such as vLLM serves each LoRA as a model of its own (--lora-modules NAME=PATH): the
-        # backend asks for the one named after the pack when the server lists it, else for --model.
-        return pack.name
+        # backend asks for the one named after the pack, and fails when the server does not list it.
+        return pack.name if pack.has("adapter") else None
     part = ADAPTER_PARTS.get(settings.backend)
     return str(pack.part(part)) if part and pack.has(part) else None
+
+
+def pack_backend(pack: Pack, settings: BackendSettings) -> BackendSettings:
+    """``settings`` with the model and adapter that serve ``pack``: its LoRA (``pack_adapter``) on the GGUF base it
+    was trained on unless the settings name a model, and a ModelError (before llama.cpp sees a file) when the
+    pack's own LoRA would go on a base other than the one whose checksum it recorded."""
+    adapter = pack_adapter(pack, settings)
+    record = pack.info.get("parts", {}).get("adapter", {})
+    if settings.backend != "llamacpp" or not record:
+        return settings.updated(adapter=adapter)
+    base = record.get("base")
+    model = settings.model or (base if base and str(base).lower().endswith(".gguf") else None)
+    if adapter and not settings.adapter and record.get("base_sha256"):
+        path = Path(model).expanduser() if model else default_model_path()
+        if path.is_file() and file_checksum(path) != record["base_sha256"]:
+            raise ModelError(f"the LoRA of {pack.path} was trained on {record.get('base_name') or base}, not on {path.name}",
+                             "omit --model to serve it on its own base, or pass --no-adapter to serve this model without it")
+    return settings.updated(model=model, adapter=adapter)
+
+
+@functools.lru_cache(maxsize=16)
+def _checksum(path: str, size: int, mtime: int) -> str:
+    return sha256(Path(path))
+
+
+def file_checksum(path: Path) -> str:
+    """The file's sha256, computed once per process while it is unchanged (a base can be gigabytes)."""
+    stat = path.stat()
+    return _checksum(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def repetition(text: str, said: list[str]) -> float:

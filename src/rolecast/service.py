@@ -33,7 +33,7 @@ from .backends.base import Message
 from .card import render
 from .errors import MessageError, NotFoundError, RateLimitError, SettingsError, UnknownCharacterError
 from .pack import Pack
-from .performer import VARIANTS, Performer, Reply, pack_adapter, variant_settings
+from .performer import VARIANTS, Performer, Reply, pack_backend, variant_settings
 from .settings import BackendSettings, GenerationSettings, PerformerSettings, ServeSettings
 from .store import Store
 
@@ -146,19 +146,20 @@ class ChatService:
         service = cls(settings, Store(settings.db))
         backends: dict[tuple, tuple[Backend, Pool]] = {}
 
-        def shared(pack: Pack, adapter: str | None) -> tuple[Backend, Pool]:
-            key = (backend.backend, backend.model, adapter)
+        def shared(pack: Pack, served: BackendSettings, adapter: str | None) -> tuple[Backend, Pool]:
+            key = (served.backend, served.model, adapter)
             if key not in backends:
-                backends[key] = (make_backend(backend, adapter),
-                                 Pool(pack.name if adapter else (backend.model or "default"), settings.workers,
+                backends[key] = (make_backend(served.updated(adapter=adapter, no_adapter=adapter is None), adapter),
+                                 Pool(pack.name if adapter else (served.model or "default"), settings.workers,
                                       settings.max_queue))
             return backends[key]
 
         try:
             for path in packs:
                 pack = Pack.open(path)
-                adapter = pack_adapter(pack, backend)
-                model, pool = shared(pack, adapter)
+                served = pack_backend(pack, backend)
+                adapter = served.adapter
+                model, pool = shared(pack, served, adapter)
                 performer = Performer(pack, model, perf=perf, gen=gen)
                 if pack.name in service.characters:
                     first = service.characters[pack.name].pack.path
@@ -168,7 +169,7 @@ class ChatService:
                 if settings.blind:
                     for name in blind_variants(settings.blind_variants, adapter is not None):
                         variant = VARIANTS[name]
-                        arm_model, arm_pool = (model, pool) if variant.adapter else shared(pack, None)
+                        arm_model, arm_pool = (model, pool) if variant.adapter else shared(pack, served, None)
                         arm = Performer(pack, arm_model, perf=variant_settings(variant, performer.perf), gen=gen,
                                         index=performer.index, style=performer.style)
                         char.arms[name] = (arm, arm_pool)

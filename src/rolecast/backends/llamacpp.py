@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..base_model import CHATML, check_gguf, default_model_path
+from ..base_model import CHATML, check_gguf, check_lora, default_model_path
 from ..errors import MessageError, ModelError, require
 from ..settings import BackendSettings, GenerationSettings
 from .base import DRY_BREAKERS, Backend, Completion, Message, StopScanner
@@ -88,7 +88,7 @@ class LlamaCppBackend(Backend):
             raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens", "try a smaller --n-ctx") from None
 
     def _apply_adapter(self, path: Path) -> None:
-        check_gguf(path, "LoRA adapter")
+        check_lora(path, self.path)
         adapter = self.lib.llama_adapter_lora_init(self.model.model, str(path).encode())
         if adapter is None:
             raise ModelError(f"llama.cpp could not load the LoRA adapter {path}", "re-export it with: rolecast export PACK")

@@ -4,8 +4,9 @@
     backend.complete([{"role": "user", "content": "Hi"}], GenerationSettings(), n=3)
 
 ``settings.model`` names the served model (default: the first one ``GET /models``
-lists; with vLLM's multi-LoRA serving, an ``adapter`` that the server lists is used
-as the model name). ``base_url`` defaults to ``$OPENAI_BASE_URL`` or llama-server's
+lists). With vLLM's multi-LoRA serving an ``adapter`` is a model name (a pack's LoRA is
+served under the pack's name); one the server does not list is an error, never a silent
+fall back to the base model. ``base_url`` defaults to ``$OPENAI_BASE_URL`` or llama-server's
 ``http://127.0.0.1:8080/v1``, ``backend_key`` (``--backend-key``) to ``$OPENAI_API_KEY``.
 
 It talks plain HTTP through ``httpx2`` (the 'chat' extra), not the ``openai`` SDK, so
@@ -74,8 +75,14 @@ class OpenAIBackend(Backend):
         models = self._list_models()
         if self.adapter and models and self.adapter in models:
             return self.adapter
-        if self.adapter:
-            log.warning("the openai backend cannot load the adapter %s; serve it as a model (vLLM: --lora-modules)", self.adapter)
+        if self.adapter and models is not None:
+            # Answering with the base model instead would pass its replies off as the LoRA's.
+            raise ModelError(f"the model server at {self.base_url} does not serve the LoRA '{self.adapter}'; it serves: "
+                             f"{', '.join(models) or 'nothing'}",
+                             f"serve it as a model (vLLM: --lora-modules {self.adapter}=PACK/adapter), or pass --no-adapter "
+                             "for the base model")
+        if self.adapter:  # no /models to ask: the server takes the name or refuses it
+            return self.adapter
         wanted = self.settings.model
         if wanted is None:
             if not models:
