@@ -56,8 +56,10 @@ def build(plan: Plan) -> list[str]:
         ("prepare", lambda: _prepare_key(plan), lambda: _run_prepare(plan)),
     ]
     if plan.train is not None:
-        stages += [("train", lambda: _train_key(plan), lambda: _run_train(plan)),
-                   ("export", lambda: checksum(plan.out / "adapter"), lambda: _run_export(plan))]
+        stages.append(("train", lambda: _train_key(plan), lambda: _run_train(plan)))
+        if plan.train.dpo or plan.train.orpo:
+            stages.append(("preference", lambda: _preference_key(plan), lambda: _run_preference(plan)))
+        stages.append(("export", lambda: checksum(plan.out / "adapter"), lambda: _run_export(plan)))
     if plan.evaluate is not None:
         stages.append(("eval", lambda: _eval_key(plan), lambda: _run_eval(plan)))
     for name, key_of, run in stages:
@@ -92,11 +94,20 @@ def _train_key(plan: Plan) -> str | None:
     examples = plan.out / "examples"
     if not examples.exists():
         return None
-    shaping = plan.train.model_dump(exclude={"resume", "max_minutes", "max_steps", "epochs"})
+    shaping = plan.train.model_dump(exclude={"resume", "max_minutes", "max_steps", "epochs", *PREFERENCE})
     # A run its budget stopped is up to date only for that budget: a bigger one trains on (resuming).
     budget = None if _finished(plan.out) else plan.train.model_dump(include={"max_minutes", "max_steps", "epochs"})
     return digest("train", checksum(examples / "train.jsonl"), checksum(examples / "validation.jsonl"), shaping,
                   budget)
+
+
+#: Settings of the preference stage only (they do not change the SFT adapter).
+PREFERENCE = {"dpo", "orpo", "preference_pairs", "preference_beta", "preference_learning_rate"}
+
+
+def _preference_key(plan: Plan) -> str | None:
+    trained = _state(plan.out).get("train", {}).get("key")
+    return digest("preference", trained, plan.train.model_dump(include=PREFERENCE)) if trained else None
 
 
 #: How a training run ends when it has nothing left to learn (train.py's ``stopped``).
@@ -133,6 +144,12 @@ def _run_train(plan: Plan) -> None:
         settings = settings.updated(resume=True)
     result = train(plan.out, settings)
     log.info("trained %d steps (%s), eval loss %s", result.steps, result.stopped, result.eval_loss)
+
+
+def _run_preference(plan: Plan) -> None:
+    from .preference import tune
+
+    log.info("preference tuning: %s", tune(plan.out, plan.train))
 
 
 def _run_export(plan: Plan) -> None:

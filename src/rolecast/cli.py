@@ -310,6 +310,15 @@ def train_command(ctx: click.Context, pack: Path, progress: bool, **options) -> 
     from .train import resume_options
     from .train import train as run_train
 
+    settings = resolve(TrainSettings, options, config(ctx))
+    if settings.dpo or settings.orpo:  # the preference stage alone, on the SFT adapter trained before
+        from .preference import tune
+
+        tuned = tune(pack, settings, progress=progress)
+        click.echo(f"{tuned['method'].upper()} on {tuned['pairs']} pairs ({tuned['own_samples']} own samples, "
+                   f"{tuned['other_scenes']} lines from other scenes), {tuned['steps']} steps in {tuned['seconds']:.0f} s; "
+                   f"the SFT adapter is kept in {pack / tuned['sft_adapter']}. For llama.cpp: rolecast export {pack}")
+        return
     if options.get("resume"):  # the interrupted run's settings, overridden by the ones given now
         options = resume_options(pack, options)
     result = run_train(pack, resolve(TrainSettings, options, config(ctx)), progress=progress)

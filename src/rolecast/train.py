@@ -186,6 +186,14 @@ def pick_strategy(settings: TrainSettings, device: str) -> str:
     return "padding_free" if importlib.util.find_spec("flash_attn") else "group_by_length"
 
 
+def checkpointing(settings: TrainSettings, device: str, config_class) -> dict[str, bool]:
+    """The TRL config argument that turns activation checkpointing on (CUDA) or off (the CPU: faster)."""
+    on = settings.gradient_checkpointing == "on" or (settings.gradient_checkpointing == "auto" and device == "cuda")
+    # transformers 5.2x renamed it (the old name warns); TRL's default for it is on.
+    fields = config_class.__dataclass_fields__
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": on}
+
+
 def sft_config(settings: TrainSettings, out: Path, device: str, evaluate: bool, mean_length: float, progress: bool):
     import torch
     from trl import SFTConfig
@@ -194,10 +202,7 @@ def sft_config(settings: TrainSettings, out: Path, device: str, evaluate: bool, 
     if early and settings.save_steps % settings.eval_steps:
         raise SettingsError(f"--save-steps {settings.save_steps} must be a multiple of --eval-steps {settings.eval_steps} "
                             "with early stopping (the best checkpoint is kept)", "change one, or pass --early-stopping-patience 0")
-    gc = settings.gradient_checkpointing == "on" or (settings.gradient_checkpointing == "auto" and device == "cuda")
     half = mixed_precision(settings.precision, device, torch)
-    # transformers 5.2x renamed it (the old name warns); TRL's default for it is on.
-    gc_name = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
     return SFTConfig(
         output_dir=str(out), num_train_epochs=settings.epochs, max_steps=settings.max_steps or -1,
         learning_rate=settings.learning_rate,
@@ -206,7 +211,8 @@ def sft_config(settings: TrainSettings, out: Path, device: str, evaluate: bool, 
         eval_strategy="steps" if evaluate else "no", eval_steps=settings.eval_steps,
         save_strategy="steps", save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
         load_best_model_at_end=early, metric_for_best_model="eval_loss", greater_is_better=False,
-        bf16=half is torch.bfloat16, fp16=half is torch.float16, use_cpu=device == "cpu", **{gc_name: gc},
+        bf16=half is torch.bfloat16, fp16=half is torch.float16, use_cpu=device == "cpu",
+        **checkpointing(settings, device, SFTConfig),
         seed=settings.seed, data_seed=settings.seed, completion_only_loss=True, dataset_num_proc=None,
         **batching(pick_strategy(settings, device), settings, mean_length))
 

@@ -1,0 +1,95 @@
+"""Preference tuning (--dpo / --orpo) after SFT: pairs from the pack, TRL's trainers, the SFT adapter kept.
+
+The tuning tests run on a tiny random Llama with the default tokenizer (a few seconds); they
+check the mechanics, not whether preference tuning helps (the note of the run says that).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from rolecast.errors import TrainingError
+from rolecast.files import read_json, sha256
+from rolecast.pack import Pack
+from rolecast.settings import TrainSettings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def test_preference_tuning_needs_a_trained_sft_adapter(short_pack, tmp_path, capsys):
+    from rolecast.cli import main
+    from rolecast.preference import tune
+
+    pack = tmp_path / "p"
+    shutil.copytree(short_pack, pack)
+    with pytest.raises(TrainingError, match=f"train it first: rolecast train {pack}"):
+        tune(pack, TrainSettings(dpo=True))
+    with pytest.raises(TrainingError, match="pick one of them"):
+        tune(pack, TrainSettings(dpo=True, orpo=True))
+    assert main(["train", str(pack), "--orpo", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--orpo tunes a trained SFT adapter" in err
+
+
+@pytest.fixture(scope="module")
+def sft_pack(tokenizer, short_pack, tmp_path_factory):
+    """The short sample pack with a two-step SFT adapter on a tiny random Llama."""
+    transformers = pytest.importorskip("transformers")
+    from rolecast.train import train
+
+    root = tmp_path_factory.mktemp("pref")
+    base = root / "tiny-llama"
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    pack = root / "maggie"
+    shutil.copytree(short_pack, pack)
+    train(pack, TrainSettings(base=str(base), max_steps=2, batch_size=2, max_length=160, max_eval_examples=0),
+          progress=False)
+    return pack
+
+
+@pytest.mark.parametrize("method", ["dpo", "orpo"])
+def test_tuning_continues_the_sft_adapter_and_keeps_it(sft_pack, tmp_path, method):
+    from rolecast.preference import SFT_BACKUP, tune
+
+    pack = tmp_path / "p"
+    shutil.copytree(sft_pack, pack)
+    (pack / "adapter.gguf").write_bytes(b"GGUF of the SFT adapter")
+    Pack.open(pack).record("adapter_gguf")
+    before = sha256(pack / "adapter" / "adapter_model.safetensors")
+    result = tune(pack, TrainSettings(**{method: True}, preference_pairs=6, max_steps=2, batch_size=2, max_length=160,
+                                      preference_learning_rate=1e-3))
+    assert result["method"] == method and result["steps"] == 2
+    assert result["pairs"] == result["own_samples"] + result["other_scenes"] and result["own_samples"] > 0
+    assert sha256(pack / SFT_BACKUP / "adapter_model.safetensors") == before, "the SFT adapter is kept as it was"
+    assert sha256(pack / "adapter" / "adapter_model.safetensors") != before, "the tuning changed the adapter"
+    assert not (pack / "adapter" / "ref").exists(), "only the tuned adapter is saved, not DPO's reference copy"
+    record = Pack.open(pack).info["parts"]["adapter"]
+    assert record["preference"]["pairs"] == result["pairs"] and record["base"] == read_json(
+        sft_pack / "pack.json")["parts"]["adapter"]["base"]
+    assert not (pack / "adapter.gguf").exists(), "the SFT adapter's export must not be served with the tuned one"
+
+
+def test_pairs_reject_an_off_topic_sample_and_another_scenes_line(sft_pack):
+    import peft
+
+    from rolecast.base_model import load_model, load_tokenizer, resolve_base
+    from rolecast.preference import build_pairs
+
+    pack = Pack.open(sft_pack)
+    source, kwargs, _ = resolve_base(pack.info["parts"]["adapter"]["base"])
+    tokenizer = load_tokenizer(source, kwargs)
+    model = peft.PeftModel.from_pretrained(load_model(source, kwargs, "cpu", False), str(pack.part("adapter")))
+    pairs, counts = build_pairs(pack, model, tokenizer, TrainSettings(preference_pairs=8, max_length=160), "card")
+    assert len(pairs) == counts["own_samples"] + counts["other_scenes"] and counts["other_scenes"] > 0
+    for pair in pairs:
+        assert pair["prompt"][0]["role"] == "system" and pair["prompt"][-1]["role"] == "user"
+        assert pair["chosen"] != pair["rejected"] and pair["chosen"][0]["role"] == "assistant"
+    real = {ex["completion"][0]["content"] for ex in __import__("rolecast.examples", fromlist=["x"]).read_examples(
+        pack.path / "examples" / "train.jsonl")}
+    assert all(p["chosen"][0]["content"] in real for p in pairs), "chosen is always a real reply"
