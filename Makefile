@@ -6,7 +6,7 @@ PYTHON ?= python3
 SAMPLE := examples/sample/harbor_lights.txt
 SAMPLE_PACK := packs/maggie
 
-.PHONY: setup demo test test-fast test-min lint bench clean
+.PHONY: setup demo test test-fast test-min lint bench gpu-check clean
 
 # $(call venv,DIR,PIP OPTIONS): a virtualenv with rolecast and every extra installed in DIR.
 # CPU torch first: any other torch request would pull a multi-GB CUDA build.
@@ -54,6 +54,10 @@ test-min:
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# CUDA training (bf16, QLoRA) against the CPU and vLLM serving the LoRA; says so and exits 0 without CUDA.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 bench: setup
 	$(PY) benchmarks/ingest.py

@@ -73,6 +73,9 @@ def test_tuning_continues_the_sft_adapter_and_keeps_it(sft_pack, tmp_path, metho
     assert record["preference"]["pairs"] == result["pairs"] and record["base"] == read_json(
         sft_pack / "pack.json")["parts"]["adapter"]["base"]
     assert not (pack / "adapter.gguf").exists(), "the SFT adapter's export must not be served with the tuned one"
+    again = tune(pack, TrainSettings(**{method: True}, preference_pairs=4, max_steps=1, batch_size=2, max_length=160))
+    assert again["steps"] == 1 and sha256(pack / SFT_BACKUP / "adapter_model.safetensors") == before, \
+        "a second tuning starts from the SFT adapter, which stays kept"
 
 
 def test_pairs_reject_an_off_topic_sample_and_another_scenes_line(sft_pack):

@@ -89,6 +89,15 @@ def test_an_unsupported_architecture_is_a_model_error(short_pack, tmp_path):
         train(short_pack, TrainSettings(base=str(folder)))
 
 
+def test_an_architecture_export_cannot_write_is_refused_before_training(short_pack, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path / "gpt2"
+    transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(folder)
+    with pytest.raises(ModelError, match=r"cannot export a LoRA for the 'gpt2' architecture .* one of: gemma, .*llama, .*qwen2"):
+        train(short_pack, TrainSettings(base=str(folder)))
+    assert not (short_pack / "adapter").exists()
+
+
 def test_resume_without_checkpoints_is_refused(short_pack):
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(short_pack, TrainSettings(resume=True))

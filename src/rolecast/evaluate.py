@@ -47,7 +47,7 @@ from .judges import (
     pairwise,
 )
 from .pack import Pack, slug
-from .performer import VARIANTS, Performer, Variant, pack_adapter, pack_backend, repetition
+from .performer import VARIANTS, Performer, Variant, pack_adapter, pack_backend, repetition, variant_settings
 from .postprocess import breaks_persona, loops
 from .probes import probes
 from .progress import bar
@@ -203,7 +203,7 @@ class _Backends:
         return self.loaded[adapter]
 
     def performer(self, variant: Variant) -> Performer:
-        perf = PerformerSettings(candidates=variant.candidates, examples=variant.examples)
+        perf = variant_settings(variant, PerformerSettings())
         return Performer(self.pack, self.backend(variant.adapter), perf=perf)
 
     def close(self) -> None:

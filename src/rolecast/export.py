@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 PERMUTED_QK = {"llama"}  # GGUF architectures whose q/k rows convert_hf_to_gguf.py permutes
 #: Hugging Face model_type → GGUF architecture, for bases given as HF folders or ids.
 HF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma": "gemma",
-           "gemma2": "gemma2", "phi3": "phi3", "granite": "granite", "olmo": "olmo"}
+           "gemma2": "gemma2", "gemma3": "gemma3", "gemma3_text": "gemma3", "phi3": "phi3", "granite": "granite",
+           "olmo": "olmo"}
 MERGED_TYPES = ("q8_0", "f16")
 
 
@@ -84,6 +85,23 @@ def export(pack: Pack | str | Path, merged: str | None = None) -> dict[str, Path
             write_merged_gguf(gguf, lora, base, merged, tmp)
         log.info("merged %s + LoRA into %s", base.gguf.name, out["merged"])
     return out
+
+
+def exportable_arch(base: str | None, gguf: Path | None) -> str:
+    """The GGUF architecture of a training base; a ModelError before any training when export could not write its LoRA."""
+    supported = sorted(set(HF_ARCH.values()))
+    if gguf is not None:
+        import gguf as gguf_lib
+
+        arch = str(_field(gguf_lib.GGUFReader(gguf), "general.architecture"))
+    elif base is None:
+        return "llama"  # the bundled SmolLM2
+    else:
+        arch = _hf_base(base).arch
+    if arch not in supported:
+        raise ModelError(f"rolecast cannot export a LoRA for the '{arch}' architecture of {Path(str(base)).name}",
+                         "use a base of one of: " + ", ".join(supported))
+    return arch
 
 
 # ----------------------------------------------------------------------------- reading
@@ -164,8 +182,8 @@ def _hf_base(ref: str) -> BaseInfo:
                          "make the base available locally (the folder or HF cache rolecast train used)") from None
     arch = HF_ARCH.get(config.model_type)
     if arch is None:
-        raise ModelError(f"export does not know the GGUF name of the '{config.model_type}' architecture",
-                         "convert the adapter with llama.cpp's convert_lora_to_gguf.py")
+        raise ModelError(f"rolecast cannot export a LoRA for the '{config.model_type}' architecture of {ref}",
+                         "use a base of one of: " + ", ".join(sorted(set(HF_ARCH.values()))))
     heads = config.num_attention_heads
     return BaseInfo(arch, heads, getattr(config, "num_key_value_heads", None) or heads, config.num_hidden_layers, None)
 

@@ -288,6 +288,7 @@ class Variant:
     examples: int  # retrieved real exchanges in the prompt
     adapter: bool  # the pack's LoRA adapter
     candidates: int  # sampled and reranked
+    system_turn: str = "auto"  # PerformerSettings.system_turn: auto sends a LoRA the system turn it was trained with
 
 
 #: Named configurations of the Performer, compared by ``rolecast eval`` and by the web chat's blind test.
@@ -298,12 +299,14 @@ VARIANTS: dict[str, Variant] = {
     "rerank": Variant(card=True, examples=4, adapter=False, candidates=4),
     "lora": Variant(card=True, examples=4, adapter=True, candidates=1),
     "lora+rerank": Variant(card=True, examples=4, adapter=True, candidates=4),
+    # The LoRA given the card's whole system turn whatever it was trained with (does a compact one serve better?).
+    "lora+card": Variant(card=True, examples=4, adapter=True, candidates=1, system_turn="card"),
 }
 
 
 def variant_settings(variant: Variant, perf: PerformerSettings) -> PerformerSettings:
     """The Performer settings that play ``variant`` (the card itself is the caller's: see ``Variant.card``)."""
-    return perf.updated(candidates=variant.candidates, examples=variant.examples)
+    return perf.updated(candidates=variant.candidates, examples=variant.examples, system_turn=variant.system_turn)
 
 
 #: The pack part holding each backend's form of the LoRA adapter.

@@ -18,8 +18,9 @@ for each exchange, both of:
 
 DPO's reference is the SFT adapter itself (TRL copies a trained adapter it is given into a frozen
 "ref" adapter for the reference log-probabilities); ORPO needs none. The SFT adapter is kept in
-PACK/train/sft-adapter, PACK/adapter becomes the tuned one, and pack.json records the method,
-the pair counts, the time and TRL's last reward accuracy and margin.
+PACK/train/sft-adapter (a second tuning starts again from it), PACK/adapter becomes the tuned
+one, and pack.json records the method, the pair counts, the time and TRL's last reward
+accuracy and margin.
 """
 
 from __future__ import annotations
@@ -85,8 +86,10 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
     tokenizer = load_tokenizer(source, kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = peft.PeftModel.from_pretrained(load_model(source, kwargs, device, settings.qlora), str(pack.part("adapter")),
-                                           is_trainable=True)
+    backup = pack.path / SFT_BACKUP
+    # Tuned before: start again from the SFT adapter kept then, not from the tuned one.
+    sft = backup if record.get("preference") and backup.exists() else pack.part("adapter")
+    model = peft.PeftModel.from_pretrained(load_model(source, kwargs, device, settings.qlora), str(sft), is_trainable=True)
     start = time.monotonic()
     pairs, counts = build_pairs(pack, model, tokenizer, settings, record.get("system_turn", "card"))
     if not pairs:
@@ -100,9 +103,9 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
     output = run_trainer(trainer, None, budget, pack.path / "train" / "preference", f"rolecast train {pack.path} --{method}")
     if "ref" in trainer.model.peft_config:  # DPO's frozen copy of the SFT adapter: not part of the result
         trainer.model.delete_adapter("ref")
-    backup = pack.path / SFT_BACKUP
-    shutil.rmtree(backup, ignore_errors=True)
-    shutil.copytree(pack.part("adapter"), backup)
+    if sft != backup:
+        shutil.rmtree(backup, ignore_errors=True)
+        shutil.copytree(pack.part("adapter"), backup)
     save_adapter(pack, trainer.model, {k: record.get(k) for k in ("base", "base_name")}, f"rolecast train {pack.path} --{method}")
     drop_stale_export(pack)
     logged = [e for e in trainer.state.log_history if "loss" in e]
@@ -111,7 +114,7 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
               "beta": settings.preference_beta, "learning_rate": settings.preference_learning_rate,
               **{k.replace("/", "_"): logged[-1][k] for k in ("rewards/accuracies", "rewards/margins") if logged and k in logged[-1]},
               "sft_adapter": str(SFT_BACKUP)}
-    pack.record("adapter", **{k: v for k, v in record.items() if k != "checksum"}, preference=result)
+    pack.record("adapter", **{k: v for k, v in record.items() if k not in ("checksum", "preference")}, preference=result)
     return result
 
 

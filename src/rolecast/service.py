@@ -67,7 +67,8 @@ def blind_variants(wanted: list[str], has_adapter: bool) -> list[str]:
     if unknown:
         raise SettingsError(f"unknown blind variant(s) {', '.join(unknown)}", "use some of: " + ", ".join(playable),
                             param="blind_variants")
-    chosen = [n for n in wanted if n in playable] if wanted else playable
+    # By default, the ways the pack is served; lora+card (a diagnostic of the system turn) only when asked for.
+    chosen = [n for n in wanted if n in playable] if wanted else [n for n in playable if VARIANTS[n].system_turn == "auto"]
     if len(chosen) < 2:
         raise SettingsError(f"the blind test needs two variants the pack can play; it has {', '.join(chosen) or 'none'}",
                             "pick two of: " + ", ".join(playable) + " (an adapter adds lora, lora+rerank)",

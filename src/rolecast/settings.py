@@ -124,7 +124,7 @@ class EvalSettings(Settings):
 
     section: ClassVar[str] = "eval"
 
-    variants: list[str] = Field(["base", "prompt", "retrieval", "lora", "lora+rerank"], description="Variants to compare (comma-separated): base, prompt, retrieval, rerank, lora, lora+rerank.", json_schema_extra={"comma": True})
+    variants: list[str] = Field(["base", "prompt", "retrieval", "lora", "lora+rerank"], description="Variants to compare (comma-separated): base, prompt, retrieval, rerank, lora, lora+rerank, lora+card (the LoRA with the card's whole system turn).", json_schema_extra={"comma": True})
     limit: int = Field(200, ge=1, le=100_000, description="Test exchanges per variant: every judge and every pairwise comparison uses the same ones.", json_schema_extra={"cli": ["--limit", "--pairs"]})
     seed: int = Field(13, description="Seed for the sample of examples and for sampling replies.")
     bootstrap: int = Field(1000, ge=0, le=100_000, description="Bootstrap resamples for the confidence intervals (0: none).")

@@ -50,6 +50,7 @@ from typing import Any
 from . import __version__
 from .base_model import load_model, load_tokenizer, mixed_precision, resolve_base
 from .errors import EmptyResultError, SettingsError, TrainingError, require
+from .export import exportable_arch
 from .files import atomic_dir, atomic_write, read_json, sha256, write_json
 from .pack import Pack
 from .settings import TrainSettings
@@ -280,6 +281,7 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
     if settings.qlora and gguf:
         raise TrainingError("--qlora needs a Hugging Face model (folder or id) as --base, not a .gguf",
                             "drop --qlora to train the dequantized GGUF in bf16")
+    exportable_arch(source if settings.base else None, gguf)  # before anything long: a LoRA nobody can serve is no use
     tokenizer = load_tokenizer(source, kwargs)
     data = load_rows(pack, "train", tokenizer, settings)
     if not data.rows:
