@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rolecast.base_model import check_lora, cpu_has_bf16, mixed_precision
+from rolecast.base_model import check_lora, cpu_has_amx, cpu_has_bf16, mixed_precision
 from rolecast.errors import ModelError
 
 torch = pytest.importorskip("torch")
@@ -25,6 +25,15 @@ def test_cpu_bf16_is_read_from_the_processor_flags(tmp_path, cpuinfo, expected):
 
 def test_no_cpuinfo_means_no_bf16(tmp_path):
     assert cpu_has_bf16(str(tmp_path / "absent")) is False
+    assert cpu_has_amx(str(tmp_path / "absent")) is False
+
+
+def test_amx_is_read_from_the_processor_flags(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("flags\t\t: avx512f amx_bf16 amx_tile amx_int8\n")
+    assert cpu_has_amx(str(path))
+    path.write_text(AVX512_BF16)
+    assert not cpu_has_amx(str(path))
 
 
 def test_precision_auto_follows_the_processor_and_explicit_choices_win(monkeypatch):

@@ -144,13 +144,25 @@ def half_dtype(torch):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX): only then is bf16 autocast faster than fp32."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The processor's feature flags (empty where /proc/cpuinfo does not exist: not Linux)."""
     try:
         flags = next((line for line in Path(cpuinfo).read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:  # not Linux: no way to tell cheaply, and emulated bf16 is slower than fp32
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+    except OSError:
+        return set()
+    return set(flags.split(":", 1)[-1].split())
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX): only then is bf16 autocast faster than fp32.
+
+    Unknown (not Linux) counts as no: emulated bf16 is slower than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags(cpuinfo))
+
+
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has AMX tiles, where llama.cpp puts quantized weights in its AMX buffers."""
+    return bool({"amx_int8", "amx_tile"} & cpu_flags(cpuinfo))
 
 
 def mixed_precision(precision: str, device: str, torch):

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..base_model import CHATML, check_gguf, check_lora, default_model_path
+from ..base_model import CHATML, check_gguf, check_lora, cpu_has_amx, default_model_path
 from ..errors import MessageError, ModelError, require
 from ..settings import BackendSettings, GenerationSettings
 from .base import DRY_BREAKERS, Backend, Completion, Message, StopScanner
@@ -68,6 +68,11 @@ class LlamaCppBackend(Backend):
 
     def _load_model(self, path: str):
         params = self.lib.llama_model_default_params()
+        # On AMX processors llama.cpp (llama-cpp-python 0.3.36) moves quantized weights into AMX buffers, and
+        # decoding the bundled Q4_1 SmolLM2 from them segfaults (a Xeon with AMX-INT8, measured); plain CPU
+        # buffers decode it at full speed, so the extra buffer types stay off there.
+        if cpu_has_amx():
+            params.use_extra_bufts = False
         try:
             return self._internals.LlamaModel(path_model=path, params=params, verbose=False)
         except ValueError:
