@@ -87,8 +87,9 @@ def export(pack: Pack | str | Path, merged: str | None = None) -> dict[str, Path
     return out
 
 
-def exportable_arch(base: str | None, gguf: Path | None) -> str:
-    """The GGUF architecture of a training base; a ModelError before any training when export could not write its LoRA."""
+def exportable_arch(base: str | None, kwargs: dict, gguf: Path | None) -> str:
+    """The GGUF architecture of a training base (``base``, ``kwargs``: what resolve_base gives); a ModelError before
+    any training when export could not write its LoRA."""
     supported = sorted(set(HF_ARCH.values()))
     if gguf is not None:
         import gguf as gguf_lib
@@ -97,7 +98,10 @@ def exportable_arch(base: str | None, gguf: Path | None) -> str:
     elif base is None:
         return "llama"  # the bundled SmolLM2
     else:
-        arch = _hf_base(base).arch
+        from .base_model import from_pretrained
+
+        config = from_pretrained(require("transformers", "train").AutoConfig, base, kwargs).get_text_config()
+        arch = HF_ARCH.get(config.model_type, config.model_type)
     if arch not in supported:
         raise ModelError(f"rolecast cannot export a LoRA for the '{arch}' architecture of {Path(str(base)).name}",
                          "use a base of one of: " + ", ".join(supported))

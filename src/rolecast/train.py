@@ -281,7 +281,7 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
     if settings.qlora and gguf:
         raise TrainingError("--qlora needs a Hugging Face model (folder or id) as --base, not a .gguf",
                             "drop --qlora to train the dequantized GGUF in bf16")
-    exportable_arch(source if settings.base else None, gguf)  # before anything long: a LoRA nobody can serve is no use
+    exportable_arch(source if settings.base else None, kwargs, gguf)  # before anything long: a LoRA nobody can serve is no use
     tokenizer = load_tokenizer(source, kwargs)
     data = load_rows(pack, "train", tokenizer, settings)
     if not data.rows:
