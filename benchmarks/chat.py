@@ -102,10 +102,12 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from llama_cpp import Llama
 
+    from rolecast.backends.llamacpp import guard_amx
     from rolecast.base_model import default_model_path
     from rolecast.performer import Performer
     from rolecast.settings import BackendSettings, GenerationSettings, PerformerSettings
 
+    guard_amx()  # bare Llama gets the model parameters rolecast's backend uses
     pack = args.pack or default_pack()
     performer = Performer.load(pack, BackendSettings(no_adapter=True))  # the base model, as bare runs it
     # DRY is rolecast's and bare llama-cpp-python's Llama has no DRY: off on both sides for a fair rate.

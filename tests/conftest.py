@@ -17,6 +17,13 @@ from rolecast.backends import Backend, Completion, Message, register
 from rolecast.script import Line, Script
 from rolecast.settings import BackendSettings, GenerationSettings
 
+try:  # tests that load models through llama_cpp.Llama get the parameters the llamacpp backend uses
+    from rolecast.backends.llamacpp import guard_amx
+
+    guard_amx()
+except ImportError:  # no chat extra: those tests skip
+    pass
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 SAMPLE_SCRIPT = ROOT / "examples" / "sample" / "harbor_lights.txt"

@@ -32,6 +32,26 @@ log = logging.getLogger(__name__)
 MAX_SEQUENCES = 16  # the most candidates decoded side by side
 
 
+def guard_amx() -> None:
+    """On AMX processors, make llama-cpp-python's default model parameters skip llama.cpp's extra buffer types,
+    for code that loads models through ``llama_cpp.Llama`` (llama_cpp.server, the tests' references, benchmarks);
+    see ``LlamaCppBackend._load_model`` for why. Does nothing elsewhere, and once."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as lib
+
+    if not cpu_has_amx() or getattr(lib.llama_model_default_params, "guarded", False):
+        return
+    default = lib.llama_model_default_params
+
+    def model_params():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    model_params.guarded = True
+    lib.llama_model_default_params = llama_cpp.llama_model_default_params = model_params
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
 
