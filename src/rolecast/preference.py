@@ -84,8 +84,6 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
     record = pack.info.get("parts", {}).get("adapter", {})
     source, kwargs, _ = resolve_base(record.get("base"))
     tokenizer = load_tokenizer(source, kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     backup = pack.path / SFT_BACKUP
     # Tuned before: start again from the SFT adapter kept then, not from the tuned one.
     sft = backup if record.get("preference") and backup.exists() else pack.part("adapter")
@@ -164,6 +162,8 @@ def build_pairs(pack: Pack, model, tokenizer, settings: TrainSettings, system_tu
 def sample_replies(model, tokenizer, prompts: list[list[dict]], batch: int = 8) -> list[list[str]]:
     """SAMPLES replies of the model to each prompt (left-padded batches, nucleus sampling)."""
     torch = require("torch", "train")
+    if tokenizer.pad_token is None:  # batches of prompts are padded (older transformers give GGUF tokenizers none)
+        tokenizer.pad_token = tokenizer.eos_token
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     out: list[list[str]] = []
     model.eval()
