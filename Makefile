@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The demo tunes Maggie once (about 4 minutes on two cores; skipped while the pack is up to date):
-# three passes over her 44 scene stretches, two per step, so that 783 lines give 66 optimizer steps.
+# three passes over her scene stretches, two per step, so that 783 lines give 57 optimizer steps.
 DEMO_TRAIN := --train --no-eval --epochs 3 --batch-size 2 --learning-rate 5e-4
 
 $(SAMPLE_PACK)/adapter.gguf: $(SAMPLE) | $(STAMP)
