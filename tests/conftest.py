@@ -173,3 +173,13 @@ def short_pack(tmp_path_factory):
                         post_history_instructions="")
     write_json(out / "card.json", card)
     return out
+
+
+def tiny_llama(folder: Path, tokenizer) -> Path:
+    """A two-layer random Llama with ``tokenizer`` saved as an HF folder: a --base that trains in seconds."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

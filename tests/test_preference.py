@@ -37,15 +37,11 @@ def test_preference_tuning_needs_a_trained_sft_adapter(short_pack, tmp_path, cap
 @pytest.fixture(scope="module")
 def sft_pack(tokenizer, short_pack, tmp_path_factory):
     """The short sample pack with a two-step SFT adapter on a tiny random Llama."""
-    transformers = pytest.importorskip("transformers")
+    from conftest import tiny_llama
     from rolecast.train import train
 
     root = tmp_path_factory.mktemp("pref")
-    base = root / "tiny-llama"
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2)
-    transformers.LlamaForCausalLM(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = tiny_llama(root / "tiny-llama", tokenizer)
     pack = root / "maggie"
     shutil.copytree(short_pack, pack)
     train(pack, TrainSettings(base=str(base), max_steps=2, batch_size=2, max_length=160, max_eval_examples=0),
@@ -82,6 +78,7 @@ def test_pairs_reject_an_off_topic_sample_and_another_scenes_line(sft_pack):
     import peft
 
     from rolecast.base_model import load_model, load_tokenizer, resolve_base
+    from rolecast.examples import read_examples
     from rolecast.preference import build_pairs
 
     pack = Pack.open(sft_pack)
@@ -93,6 +90,5 @@ def test_pairs_reject_an_off_topic_sample_and_another_scenes_line(sft_pack):
     for pair in pairs:
         assert pair["prompt"][0]["role"] == "system" and pair["prompt"][-1]["role"] == "user"
         assert pair["chosen"] != pair["rejected"] and pair["chosen"][0]["role"] == "assistant"
-    real = {ex["completion"][0]["content"] for ex in __import__("rolecast.examples", fromlist=["x"]).read_examples(
-        pack.path / "examples" / "train.jsonl")}
+    real = {ex["completion"][0]["content"] for ex in read_examples(pack.path / "examples" / "train.jsonl")}
     assert all(p["chosen"][0]["content"] in real for p in pairs), "chosen is always a real reply"

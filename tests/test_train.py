@@ -194,14 +194,10 @@ def test_the_cli_trains_and_prints_a_summary(short_pack, tmp_path):
 
 def test_a_folder_base_trains_and_its_adapter_exports(tokenizer, short_pack, tmp_path):
     """--base as a Hugging Face folder (a tiny random Llama with the default tokenizer): train, record, export."""
-    transformers = pytest.importorskip("transformers")
+    from conftest import tiny_llama
     from rolecast.export import export
 
-    base = tmp_path / "tiny-llama"
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2)
-    transformers.LlamaForCausalLM(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = tiny_llama(tmp_path / "tiny-llama", tokenizer)
     pack = tmp_path / "p"
     shutil.copytree(short_pack, pack)
     result = train(pack, TrainSettings(base=str(base), max_steps=2, batch_size=2, max_length=160, max_eval_examples=2,
