@@ -41,6 +41,7 @@ demo: $(SAMPLE_PACK)/adapter.gguf
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -m "not slow"
+	$(PY) tests/llama_converter.py  # llama.cpp's own converter, for the architecture tests (fetched once)
 	$(PY) -m pytest -m slow
 
 test-fast: setup

@@ -183,3 +183,76 @@ def tiny_llama(folder: Path, tokenizer) -> Path:
     transformers.LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ----------------------------------------------------------------------------- tiny bases of every architecture
+
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "initializer_range": 0.1, "max_position_embeddings": 512, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+#: GGUF architecture family → (transformers config and model class names, what the family sets beyond TINY).
+#: Head sizes of 16 and Gemma's attention scale of 16 differ from transformers' GGUF defaults on purpose.
+TINY_ARCHS = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 64}),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 64}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"num_key_value_heads": 4}),  # fused qkv_proj and gate_up_proj
+}
+
+
+@pytest.fixture(scope="session")
+def spm_tokenizer(tmp_path_factory) -> Path:
+    """A 600-piece SentencePiece model of the sample script, with ChatML's markers: the vocabulary every
+    architecture's converter takes (Gemma 2 and Phi-3 take no other), as real Llama 2 / Mistral GGUFs have."""
+    import io
+
+    spm = pytest.importorskip("sentencepiece")
+    lines = [line.split(":", 1)[-1].strip() for line in SAMPLE_SCRIPT.read_text().splitlines() if line.strip()]
+    model = io.BytesIO()
+    # llama.cpp looks up </s> and <|endoftext|> in a model named like Phi-3.
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=600, model_type="bpe",
+                                   byte_fallback=True, character_coverage=1.0, unk_piece="<unk>", bos_piece="<s>",
+                                   eos_piece="<|im_end|>", user_defined_symbols=["<|im_start|>", "</s>", "<|endoftext|>"],
+                                   minloglevel=2)
+    path = tmp_path_factory.mktemp("spm") / "tokenizer.model"
+    path.write_bytes(model.getvalue())
+    return path
+
+
+def tiny_model(arch: str, folder: Path, spm: Path) -> Path:
+    """A two-layer random model of ``arch`` with the SentencePiece tokenizer and ChatML, saved as an HF folder."""
+    import json
+    import shutil
+
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from rolecast.base_model import CHATML
+
+    config_class, model_class, extra = TINY_ARCHS[arch]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(vocab_size=600, **{**TINY, **extra})
+    getattr(transformers, model_class)(config).save_pretrained(folder)
+    shutil.copy(spm, folder / "tokenizer.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "chat_template": CHATML, "bos_token": "<s>", "eos_token": "<|im_end|>",
+        "unk_token": "<unk>", "add_bos_token": False}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def llama_converter():
+    """llama.cpp's convert_hf_to_gguf.py from the installed llama-cpp-python's sdist (make test fetches it)."""
+    from llama_converter import convert, converter_script
+
+    pytest.importorskip("llama_cpp")
+    if converter_script() is None:
+        pytest.skip("llama.cpp's converter is not fetched: python tests/llama_converter.py (make test does)")
+    return convert
+
+
+def tiny_gguf(arch: str, folder: Path, spm: Path, convert) -> Path:
+    """A tiny random ``arch`` base as an F32 GGUF written by llama.cpp's converter (in ``folder``/gguf)."""
+    model = tiny_model(arch, folder / arch, spm)
+    return convert(model, folder / "gguf" / f"{arch}.gguf")  # a folder of its own: no tokenizer.model beside it

@@ -138,3 +138,32 @@ def test_a_run_stopped_by_its_budget_is_up_to_date_only_for_that_budget(tmp_path
     write_json(out / "train" / "metrics.json", {"stopped": "completed"})
     assert key(max_minutes=12) == key(max_minutes=30), "a finished run needs no more time"
     assert key(max_minutes=12) != key(max_minutes=12, lora_r=8), "changed shape settings retrain"
+
+
+@pytest.mark.slow
+def test_build_with_a_qwen2_gguf_base_trains_exports_and_serves_on_that_base(tmp_path, capsys, spm_tokenizer, llama_converter):
+    """--base FILE.gguf on a non-llama architecture, end to end: the pack remembers its base and chats on it."""
+    from conftest import tiny_gguf
+    from rolecast.performer import Performer
+
+    base = tiny_gguf("qwen2", tmp_path, spm_tokenizer, llama_converter)
+    out = tmp_path / "maggie"
+    assert _run(["build", str(SAMPLE_SCRIPT), "--character", "Maggie", "--show", "Harbor Lights", "--out", str(out),
+                 "--train", "--base", str(base), "--no-eval", "--learning-rate", "1e-2", *TINY_TRAIN]) == 0
+    capsys.readouterr()
+    record = Pack.open(out).info["parts"]
+    assert record["adapter"]["base"] == str(base) and record["adapter_gguf"]["arch"] == "qwen2"
+    performer = Performer.load(out, BackendSettings())
+    try:
+        assert performer.backend.adapter == str(out / "adapter.gguf")
+        assert performer.backend.path == base, "served on the base it was trained on, not the default"
+    finally:
+        performer.backend.close()
+    assert _run(["say", str(out), "Rough night?", "--max-tokens", "16"]) == 0
+    assert capsys.readouterr().out.strip(), "a reply from the tiny qwen2 with its LoRA"
+    # The bundled SmolLM2 (llama) is another base: the LoRA is refused in one line, never handed to llama.cpp.
+    from rolecast.base_model import default_model_path
+
+    assert _run(["say", str(out), "Rough night?", "--model", str(default_model_path())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was trained on" in err and "\n" not in err

@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import SAMPLE_SCRIPT
+from conftest import SAMPLE_SCRIPT, TINY_ARCHS, tiny_gguf
 from rolecast.errors import ModelError, PackError
 from rolecast.export import export, permute_rows
 from rolecast.pack import Pack
@@ -116,14 +116,10 @@ def _tokens(model_path) -> list[int]:
         vocab_only.close()
 
 
-@pytest.mark.slow
-def test_gguf_lora_matches_peft_in_llama_cpp(trained_lora, capsys):
+def _agreement(model, base_gguf, adapter_gguf) -> dict[str, float]:
+    """PEFT against llama.cpp with the GGUF LoRA over the same 50 tokens, each against its base; asserts they agree."""
     import torch
 
-    pack, model, base_gguf = trained_lora
-    paths = export(pack.path)
-    assert paths["adapter_gguf"] == pack.path / "adapter.gguf"
-    assert "adapter_gguf" in Pack.open(pack.path).info["parts"]
     tokens = _tokens(base_gguf)
     assert len(tokens) == 50
     with torch.no_grad():
@@ -131,18 +127,63 @@ def test_gguf_lora_matches_peft_in_llama_cpp(trained_lora, capsys):
         peft_logits = model(input_ids=ids).logits[0].float().numpy()
         with model.disable_adapter():
             base_logits = model(input_ids=ids).logits[0].float().numpy()
-    llama_lora = _llama_logits(base_gguf, tokens, paths["adapter_gguf"])
+    llama_lora = _llama_logits(base_gguf, tokens, adapter_gguf)
     llama_base = _llama_logits(base_gguf, tokens)
+    figures = dict(zip(("top1", "kl"), _compare(peft_logits, llama_lora)))
+    figures.update(zip(("base_top1", "base_kl"), _compare(base_logits, llama_base)))
+    figures.update(zip(("moved_top1", "moved_kl"), _compare(peft_logits, base_logits)))
+    figures["llama_moved_kl"] = _compare(llama_lora, llama_base)[1]
+    return figures
 
-    top1, kl = _compare(peft_logits, llama_lora)
-    base_top1, base_kl = _compare(base_logits, llama_base)
-    moved_top1, moved_kl = _compare(peft_logits, base_logits)
+
+def _assert_agree(f: dict[str, float]) -> None:
+    assert f["top1"] >= 0.9 and f["kl"] < 0.05
+    assert f["moved_top1"] < 0.8 and f["moved_kl"] > 10 * f["kl"]  # the adapter changes the distribution far beyond the mismatch
+    assert f["llama_moved_kl"] > 10 * f["kl"]  # and llama.cpp really applies it
+
+
+def _report(f: dict[str, float]) -> str:
+    return (f"PEFT vs llama.cpp+GGUF LoRA: top-1 {f['top1']:.3f}, mean KL {f['kl']:.4f}; bases: top-1 {f['base_top1']:.3f}, "
+            f"KL {f['base_kl']:.4f}; LoRA vs base: top-1 {f['moved_top1']:.3f}, KL {f['moved_kl']:.3f}")
+
+
+@pytest.mark.slow
+def test_gguf_lora_matches_peft_in_llama_cpp(trained_lora, capsys):
+    pack, model, base_gguf = trained_lora
+    paths = export(pack.path)
+    assert paths["adapter_gguf"] == pack.path / "adapter.gguf"
+    assert "adapter_gguf" in Pack.open(pack.path).info["parts"]
+    figures = _agreement(model, base_gguf, paths["adapter_gguf"])
     with capsys.disabled():
-        print(f"\nPEFT vs llama.cpp+GGUF LoRA: top-1 {top1:.3f}, mean KL {kl:.4f}; "
-              f"bases: top-1 {base_top1:.3f}, KL {base_kl:.4f}; LoRA vs base: top-1 {moved_top1:.3f}, KL {moved_kl:.3f}")
-    assert top1 >= 0.9 and kl < 0.05
-    assert moved_top1 < 0.8 and moved_kl > 10 * kl  # the adapter changes the distribution far beyond the mismatch
-    assert _compare(llama_lora, llama_base)[1] > 10 * kl  # and llama.cpp really applies it
+        print("\n" + _report(figures))
+    _assert_agree(figures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(TINY_ARCHS))
+def test_every_architecture_trains_on_its_gguf_and_its_lora_agrees_in_llama_cpp(arch, sample_pack, spm_tokenizer,
+                                                                                llama_converter, tmp_path, capsys):
+    """--base FILE.gguf for each family (the file written by llama.cpp's own converter from a tiny random model):
+    rolecast train dequantizes it, export writes the GGUF LoRA against it, llama.cpp applies it as PEFT does."""
+    peft = pytest.importorskip("peft")
+    from rolecast.base_model import check_lora, load_model, resolve_base
+    from rolecast.settings import TrainSettings
+    from rolecast.train import train
+
+    base = tiny_gguf(arch, tmp_path, spm_tokenizer, llama_converter)
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(sample_pack, pack_dir)
+    train(pack_dir, TrainSettings(base=str(base), max_steps=8, batch_size=2, learning_rate=1e-2, max_length=192,
+                                  max_context_turns=2, max_eval_examples=0, early_stopping_patience=0), progress=False)
+    adapter_gguf = export(pack_dir)["adapter_gguf"]
+    check_lora(adapter_gguf, base)  # what the llamacpp backend checks before llama.cpp sees the files
+    source, kwargs, _ = resolve_base(str(base))
+    model = peft.PeftModel.from_pretrained(load_model(source, kwargs, "cpu", qlora=False), str(pack_dir / "adapter")).eval()
+    figures = _agreement(model, base, adapter_gguf)
+    with capsys.disabled():
+        print(f"\n{arch}: " + _report(figures))
+    _assert_agree(figures)
+    assert figures["base_top1"] >= 0.9 and figures["base_kl"] < 0.05  # transformers reads the GGUF as llama.cpp does
 
 
 @pytest.mark.slow

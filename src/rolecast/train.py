@@ -49,7 +49,7 @@ from typing import Any
 
 from . import __version__
 from .base_model import load_model, load_tokenizer, mixed_precision, resolve_base
-from .errors import EmptyResultError, SettingsError, TrainingError, require
+from .errors import EmptyResultError, ModelError, SettingsError, TrainingError, require
 from .export import exportable_arch
 from .files import atomic_dir, atomic_write, read_json, sha256, write_json
 from .pack import Pack
@@ -230,7 +230,7 @@ def build_trainer(model, tokenizer, train: Rows, evals: Rows | None, settings: T
     evals = evals if evals is not None and evals.rows else None
     config = sft_config(settings, out, device, evals is not None, sum(train.lengths) / len(train.lengths), progress)
     lora = peft.LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                           target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
+                           target_modules=lora_targets(model, settings.target_modules), bias="none", task_type="CAUSAL_LM")
     callbacks = list(callbacks or [])
     if config.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience))
@@ -243,6 +243,27 @@ def build_trainer(model, tokenizer, train: Rows, evals: Rows | None, settings: T
     if progress:
         trainer.add_callback(progress_callback())
     return trainer
+
+
+#: Fused projections (Phi-3) → the separate ones they hold: --target-modules q_proj, ... mean them there.
+FUSED_TARGETS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def lora_targets(model, requested) -> list[str]:
+    """The LoRA's target modules on this model: a fused projection where the model has one in place of the
+    requested separate ones (Phi-3's qkv_proj, gate_up_proj); a ModelError for a target it does not have."""
+    import torch
+
+    linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    targets: list[str] = []
+    for name in requested:
+        fused = next((f for f, parts in FUSED_TARGETS.items() if name in parts and f in linear and name not in linear), None)
+        if fused is None and name not in linear:
+            raise ModelError(f"--target-modules {name}: the base has no such linear layer",
+                             "name some of its layers: " + ", ".join(sorted(linear - {"lm_head"})))
+        if (fused or name) not in targets:
+            targets.append(fused or name)
+    return targets
 
 
 @contextlib.contextmanager
