@@ -8,8 +8,10 @@ reason, and the script exits 1 if any check that ran failed:
 
 1. CPU reference: ``rolecast train`` for ``--steps`` steps with CUDA hidden (same seed, data, LoRA).
 2. CUDA bf16: the same run on the GPU; its validation loss within 0.05 of the CPU's.
-3. QLoRA: the same on a 4-bit base (needs ``bitsandbytes``); the loss within 0.1 of the CPU's.
-4. vLLM: serves the base as an HF folder (the bundled GGUF dequantized) with the pack's LoRA
+3. two GPUs (where there are): ``accelerate launch --multi_gpu --num_processes 2`` with half the batch
+   per process; the loss within 0.1 of the CPU's.
+4. QLoRA: the same on a 4-bit base (needs ``bitsandbytes``); the loss within 0.1 of the CPU's.
+5. vLLM: serves the base as an HF folder (the bundled GGUF dequantized) with the pack's LoRA
    (``rolecast compose`` computes the same arguments), ``rolecast say --backend openai`` answers
    through it, then ``benchmarks/serve.py``'s load test runs against rolecast over it (needs ``vllm``).
 
@@ -127,6 +129,17 @@ def main() -> int:
         cpu, gpu = losses["cpu"], losses["cuda bf16"]
         results["cuda bf16 training"] = ("passed" if cpu is not None and gpu is not None and abs(cpu - gpu) <= 0.05
                                          else "FAILED") + f" (validation loss cpu {cpu}, cuda {gpu})"
+        if torch.cuda.device_count() >= 2:  # the same steps split over two GPUs: a step sees twice the examples
+            pack = work / "two-gpus"
+            shutil.copytree(sample, pack)
+            launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", 2, "-m", "rolecast.cli"]
+            done = run([*launch, "train", pack, "--max-steps", args.steps, "--batch-size", 1, "--eval-steps", args.steps,
+                        "--save-steps", args.steps, "--max-eval-examples", 16, "--early-stopping-patience", 0, "--no-progress"])
+            two = eval_loss(pack) if done.returncode == 0 else None
+            results["two-GPU training"] = ("passed" if two is not None and cpu is not None and abs(two - cpu) <= 0.1
+                                           else "FAILED") + f" (accelerate launch, validation loss {two})"
+        else:
+            results["two-GPU training"] = f"skipped: {torch.cuda.device_count()} GPU"
         base = dequantized_base(work / "base-hf")
         if importlib.util.find_spec("bitsandbytes"):
             pack = work / "qlora"

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/train.py                                             # House (or the sample): rolecast vs naive TRL
     .venv/bin/python benchmarks/train.py --pack packs/house                          # any pack
     .venv/bin/python benchmarks/train.py --pack packs/house --strategies all --rounds 4
+    .venv/bin/python benchmarks/train.py --pack packs/house --equal-minutes 10     # validation loss at equal training time
 
 Configurations (the same LoRA, batch and examples; only how the work is done differs):
 
@@ -21,6 +22,13 @@ runs made one after the other. Real tokens are the non-padding tokens of the bat
 the time is forward, backward and optimizer step (TRL's own ``compute_loss``). Peak
 resident memory needs a process per configuration: each one trains ``--rss-steps``
 steps through ``rolecast.train``'s trainer in a subprocess.
+
+``--equal-minutes M`` answers another question: what a row should be. Per-reply rows (one reply
+and its context each), whole scenes (rolecast's default: every line of the character in a
+stretch of scene) and naive TRL each train for M minutes of their own compute time, one step
+at a time, the least-trained next (drift hits all three alike), at one constant learning rate;
+then each model's loss on the reply tokens of the same per-reply validation rows is printed,
+with the untrained base's.
 
 Measured on the development machine (2 shared cores, House MD, SmolLM2-135M, batch 8,
 max length 512, 4 context turns; see the task report for the exact run): rolecast
@@ -109,13 +117,24 @@ def interleaved(spec: dict) -> list[dict]:
              "step_tokens_per_s": [round(t / s, 1) for t, s in zip(r["tokens"], r["seconds"])]} for r in runs]
 
 
+def next_batch(trainer, batches):
+    """The next batch: from an iterator, or from a run dict whose dataloader starts again when it ends."""
+    if not isinstance(batches, dict):
+        return next(batches)
+    try:
+        return next(batches["batches"])
+    except (StopIteration, TypeError):
+        batches["batches"] = iter(trainer.get_train_dataloader())
+        return next(batches["batches"])
+
+
 def one_step(trainer, batches, head: str) -> tuple[int, float]:
     """Forward and backward over one optimizer step's micro-batches, then the optimizer step."""
     import torch
 
     from rolecast.train import replies_only_head
 
-    micro = [next(batches) for _ in range(trainer.args.gradient_accumulation_steps)]
+    micro = [next_batch(trainer, batches) for _ in range(trainer.args.gradient_accumulation_steps)]
     items = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
     tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["position_ids"].numel() for b in micro)
     start = time.perf_counter()
@@ -128,6 +147,72 @@ def one_step(trainer, batches, head: str) -> tuple[int, float]:
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
     return tokens, time.perf_counter() - start
+
+
+#: --equal-minutes: what a row is and how it is trained; each gets the same minutes of its own training time.
+EQUAL_TIME = [
+    {"name": "per-reply rows", "data": "replies", "strategy": "auto", "gradient_checkpointing": "auto", "head": "replies"},
+    {"name": "whole scenes", "data": "scenes", "strategy": "auto", "gradient_checkpointing": "auto", "head": "replies"},
+    {"name": "naive TRL", "data": "replies", "strategy": "padded", "gradient_checkpointing": "on", "head": "all",
+     "precision": "fp32"},
+]
+
+
+def equal_time(spec: dict) -> list[dict]:
+    """Each EQUAL_TIME configuration trained for ``minutes`` of its own time (steps interleaved, the least-trained one
+    next, so that the machine's drift hits all alike), at a constant learning rate; then every model's loss on the reply
+    tokens of the same per-reply validation rows."""
+    import torch
+
+    from rolecast import base_model as B
+    from rolecast import train as T
+    from rolecast.pack import Pack
+    from rolecast.settings import TrainSettings
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    pack = Pack.open(spec["pack"])
+    source, kwargs, _ = B.resolve_base(None)
+    tokenizer, base = B.load_tokenizer(source, kwargs), B.load_model(source, kwargs, "cpu", False)
+    validation = T.load_rows(pack, "validation", tokenizer, TrainSettings(data="replies"), limit=spec["val_rows"]).rows
+    runs = []
+    for cfg in EQUAL_TIME:
+        settings = TrainSettings(data=cfg["data"], strategy=cfg["strategy"], gradient_checkpointing=cfg["gradient_checkpointing"],
+                                 precision=cfg.get("precision", "auto"), max_steps=10**6, max_eval_examples=0,
+                                 save_steps=10**6, eval_steps=10**6, early_stopping_patience=0)
+        data = T.load_rows(pack, "train", tokenizer, settings, limit=spec["train_rows"])
+        trainer = T.build_trainer(copy.deepcopy(base), tokenizer, data, None, settings, spec["out"], "cpu", progress=False)
+        trainer.create_optimizer()  # no scheduler: the same constant rate for all, whatever their step counts
+        if trainer.args.gradient_checkpointing:
+            trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trainer.model.train()
+        runs.append({"cfg": cfg, "trainer": trainer, "batches": None, "steps": 0, "tokens": 0, "seconds": 0.0})
+    while any(r["seconds"] < spec["minutes"] * 60 for r in runs):
+        run = min(runs, key=lambda r: r["seconds"])
+        tokens, seconds = one_step(run["trainer"], run, run["cfg"]["head"])
+        run.update(steps=run["steps"] + 1, tokens=run["tokens"] + tokens, seconds=run["seconds"] + seconds)
+    results = [{"name": "untrained base", "steps": 0, "real_tokens": 0, "seconds": 0.0,
+                "val_reply_loss": reply_loss(base, tokenizer, validation)}]
+    for r in runs:
+        results.append({"name": r["cfg"]["name"], "steps": r["steps"], "real_tokens": r["tokens"], "seconds": round(r["seconds"], 1),
+                        "val_reply_loss": reply_loss(r["trainer"].model, tokenizer, validation)})
+    return results
+
+
+def reply_loss(model, tokenizer, rows: list[dict]) -> float:
+    """Mean cross-entropy of the reply tokens of prompt-completion rows (fp32, no dropout)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            prompt = list(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False))
+            ids = list(tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=False))
+            assert ids[: len(prompt)] == prompt, "the template must extend the prompt"
+            labels = [-100] * len(prompt) + ids[len(prompt):]
+            loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+            total, count = total + float(loss) * (len(ids) - len(prompt)), count + len(ids) - len(prompt)
+    return round(total / count, 4)
 
 
 def peak_rss(spec: dict) -> dict:
@@ -162,6 +247,9 @@ def main() -> None:
     parser.add_argument("--max-context-turns", type=int)
     parser.add_argument("--strategies", default="", help=f"Also these batching strategies (comma-separated, or 'all': {','.join(STRATEGIES)}).")
     parser.add_argument("--rss-steps", type=int, default=2, help="Steps of each peak-memory run (0: skip them).")
+    parser.add_argument("--equal-minutes", type=float, default=0, help="Instead: per-reply rows, whole scenes and naive TRL, "
+                        "each trained this many minutes, then their validation loss on reply tokens.")
+    parser.add_argument("--val-rows", type=int, default=64, help="Per-reply validation rows for --equal-minutes.")
     parser.add_argument("--out", default="/tmp/rolecast-train-bench")
     parser.add_argument("--interleaved", help=argparse.SUPPRESS)
     parser.add_argument("--rss", help=argparse.SUPPRESS)
@@ -175,6 +263,14 @@ def main() -> None:
         from chat import default_pack
 
         args.pack = str(default_pack())
+    if args.equal_minutes:
+        results = equal_time({"pack": args.pack, "minutes": args.equal_minutes, "val_rows": args.val_rows,
+                              "train_rows": 4000, "out": args.out})
+        for r in results:
+            print(f"{r['name']:>16}: {r['steps']:>4} steps, {r['real_tokens']:>7} real tokens in {r['seconds']:>6.1f} s; "
+                  f"validation loss on reply tokens {r['val_reply_loss']:.4f}")
+        print(json.dumps(results))
+        return
     strategies = list(STRATEGIES) if args.strategies == "all" else [s for s in args.strategies.split(",") if s]
     spec = {"pack": args.pack, "steps": args.rounds, "warmup": args.warmup, "strategies": strategies, "out": args.out, "batch_size": args.batch_size,
             "grad_accum": args.grad_accum, "max_length": args.max_length, "max_context_turns": args.max_context_turns}

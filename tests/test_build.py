@@ -41,6 +41,16 @@ def test_an_unchanged_prepare_is_skipped_and_a_changed_one_rerun(tmp_path):
     assert build(changed)[0].startswith("prepare: done"), "a changed setting reruns the stage"
 
 
+def test_build_refuses_to_run_under_a_multi_process_launcher(tmp_path, monkeypatch):
+    from rolecast.errors import SettingsError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SettingsError, match="one process") as caught:
+        build(_plan(tmp_path / "maggie", style=False, index=False))
+    assert "accelerate launch -m rolecast.cli train" in caught.value.hint
+    assert not (tmp_path / "maggie").exists()
+
+
 def _run(args: list[str]) -> int:
     from rolecast.cli import main
 

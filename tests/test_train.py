@@ -226,6 +226,27 @@ def test_a_folder_base_trains_and_its_adapter_exports(tokenizer, short_pack, tmp
         export(pack, merged="f16")
 
 
+@pytest.mark.slow
+def test_two_processes_train_one_adapter_under_torchrun(tokenizer, short_pack, tmp_path):
+    """What accelerate launch does on GPUs, on the CPU (gloo): two processes share the steps, one writes the pack."""
+    import subprocess
+    import sys
+
+    from conftest import tiny_llama
+
+    base = tiny_llama(tmp_path / "tiny-llama", tokenizer)
+    pack = tmp_path / "p"
+    shutil.copytree(short_pack, pack)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "rolecast.cli", "train", str(pack), "--base", str(base), "--max-steps", "3", "--batch-size", "2",
+                           "--max-length", "160", "--max-eval-examples", "2", "--eval-steps", "1", "--save-steps", "1",
+                           "--early-stopping-patience", "0", "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_json(pack / "train" / "meta.json")["processes"] == 2
+    assert Pack.open(pack).info["parts"]["adapter"]["steps"] == 3
+    assert (pack / "adapter" / "adapter_model.safetensors").exists()
+
+
 @pytest.mark.parametrize(("precision", "bf16"), [("bf16", True), ("fp32", False)])
 def test_the_precision_setting_reaches_the_trainer_on_the_cpu(tmp_path, precision, bf16):
     pytest.importorskip("trl")

@@ -129,6 +129,7 @@ def load_model(source: str, kwargs: dict, device: str, qlora: bool):
         extra["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=half_dtype(torch))
+        extra["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}  # one GPU per process under accelerate launch
     if device == "cuda" and importlib.util.find_spec("flash_attn"):
         extra["attn_implementation"] = "flash_attention_2"  # keeps the examples of a padding-free row apart
     if "gguf_file" in kwargs:  # dense weights: LoRA wraps nn.Linear, not GGUF's packed blocks

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import SettingsError
 from .files import read_json, tree_checksum, write_json
 from .ingest import expand
 from .pack import Pack
@@ -51,6 +52,11 @@ def checksum(path: Path) -> str | None:
 
 def build(plan: Plan) -> list[str]:
     """Run the stages that are out of date; return one line per stage saying what happened."""
+    from .train import processes
+
+    if processes()[1] > 1:  # every process would prepare, export and evaluate the same pack at once
+        raise SettingsError("rolecast build runs in one process, not under torchrun or accelerate launch",
+                            f"build without --train first, then: accelerate launch -m rolecast.cli train {plan.out}")
     report: list[str] = []
     stages: list[tuple[str, Callable[[], str | None], Callable[[], None]]] = [
         ("prepare", lambda: _prepare_key(plan), lambda: _run_prepare(plan)),

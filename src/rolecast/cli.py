@@ -307,7 +307,7 @@ def telegram(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
 @click.pass_context
 def train_command(ctx: click.Context, pack: Path, progress: bool, **options) -> None:
     """Fine-tune a LoRA adapter on PACK's examples (TRL + PEFT); writes PACK/adapter and PACK/train/."""
-    from .train import resume_options
+    from .train import processes, resume_options
     from .train import train as run_train
 
     settings = resolve(TrainSettings, options, config(ctx))
@@ -322,6 +322,8 @@ def train_command(ctx: click.Context, pack: Path, progress: bool, **options) -> 
     if options.get("resume"):  # the interrupted run's settings, overridden by the ones given now
         options = resume_options(pack, options)
     result = run_train(pack, resolve(TrainSettings, options, config(ctx)), progress=progress)
+    if processes()[0]:  # under accelerate launch the first process speaks for all
+        return
     loss = f"validation loss {result.eval_loss:.3f}" if result.eval_loss is not None else "no validation loss"
     click.echo(f"Trained {result.steps} steps ({result.stopped.replace('_', ' ')}), {loss}; adapter: {result.adapter}; "
                f"curves: {pack / 'train' / 'loss.png'}")

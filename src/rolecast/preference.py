@@ -38,7 +38,16 @@ from .errors import EmptyResultError, TrainingError, require
 from .examples import read_examples
 from .pack import Pack
 from .settings import TrainSettings
-from .train import Budget, checkpointing, drop_stale_export, pick_device, progress_callback, run_trainer, save_adapter
+from .train import (
+    Budget,
+    checkpointing,
+    drop_stale_export,
+    pick_device,
+    processes,
+    progress_callback,
+    run_trainer,
+    save_adapter,
+)
 from .train_data import conversation, fit, training_system_prompt
 
 log = logging.getLogger(__name__)
@@ -75,6 +84,9 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
     method = method_of(settings)
     if method is None:
         raise TrainingError("no preference method chosen", "pass --dpo or --orpo")
+    if processes()[1] > 1:
+        raise TrainingError(f"--{method} runs in one process, not under torchrun or accelerate launch",
+                            f"run it alone: rolecast train {pack.path} --{method}")
     if not pack.has("adapter"):
         raise TrainingError(f"--{method} tunes a trained SFT adapter and {pack.path} has none",
                             f"train it first: rolecast train {pack.path}")

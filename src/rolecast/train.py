@@ -118,8 +118,9 @@ class Budget:
             def on_step_end(self, args, state, control, **kwargs):
                 if budget.reason is None and time.monotonic() >= budget.deadline:
                     budget.reason = "max_minutes"
-                    control.should_evaluate = args.eval_strategy != "no"
+                budget.reason = agreed(budget.reason, args)
                 if budget.reason:
+                    control.should_evaluate = budget.reason == "max_minutes" and args.eval_strategy != "no"
                     control.should_training_stop = control.should_save = True
                 return control
 
@@ -139,6 +140,27 @@ class Budget:
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
+
+
+STOP_REASONS = (None, "max_minutes", "interrupted")
+
+
+def processes() -> tuple[int, int]:
+    """(this process's rank, how many train together): torchrun / accelerate launch set them; (0, 1) alone."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def agreed(reason: str | None, args) -> str | None:
+    """A stop reason every process shares: processes that stop at different steps would wait for each other forever."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return reason
+    import torch
+
+    code = torch.tensor([STOP_REASONS.index(reason)], device=args.device)
+    dist.all_reduce(code, op=dist.ReduceOp.MAX)
+    return STOP_REASONS[int(code.item())]
 
 
 def progress_callback():
@@ -297,7 +319,10 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
     device = pick_device(settings)
     out = pack.path / CHECKPOINTS
     checkpoint = resume_checkpoint(out, settings)
-    torch.set_num_threads(os.cpu_count() or 1)  # the Trainer leaves torch's default, often half the cores
+    rank, world = processes()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    # The Trainer leaves torch's default, often half the cores; processes on one machine share them.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     source, kwargs, gguf = resolve_base(settings.base)
     if settings.qlora and gguf:
         raise TrainingError("--qlora needs a Hugging Face model (folder or id) as --base, not a .gguf",
@@ -314,7 +339,7 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
     model = load_model(source, kwargs, device, settings.qlora)
     check_disk(pack.path, lora_parameters(model, settings))
     base = base_record(settings.base, source, gguf)
-    if checkpoint is None:  # a new run: the previous run's checkpoints go (only now that this one can start)
+    if checkpoint is None and rank == 0:  # a new run: the previous run's checkpoints go (only now that this one can start)
         shutil.rmtree(out, ignore_errors=True)
         write_json(out / RUN_FILE, {"settings": settings.model_dump(), "base": base})
     budget, command = Budget(settings.max_minutes), resume_command(pack.path)
@@ -328,9 +353,11 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
         log.info("training %s on %s (%s, %d examples, %d skipped as too long); if interrupted, continue with: %s",
                  pack.character, base["base_name"], device, len(data.rows), data.skipped, command)
         output = run_trainer(trainer, checkpoint, budget, out, command)
+        stopped, eval_loss = stop_reason(trainer, budget, settings), final_eval_loss(trainer)
+        if rank:  # the first process writes the pack: the adapter is the same in every one
+            return TrainResult(pack.part("adapter"), trainer.state.global_step, eval_loss, stopped, {})
         adapter = save_adapter(pack, trainer.model, base, command)
     drop_stale_export(pack)
-    stopped, eval_loss = stop_reason(trainer, budget, settings), final_eval_loss(trainer)
     pack.record("adapter", **base, steps=trainer.state.global_step, eval_loss=eval_loss, lora_r=settings.lora_r,
                 lora_alpha=settings.lora_alpha, target_modules=list(settings.target_modules),
                 system_turn=settings.system_turn)
@@ -505,6 +532,7 @@ def write_outputs(pack: Pack, trainer, output, settings: TrainSettings, base: di
     plot_losses(history, folder / "loss.png", pack.character)
     write_json(folder / "meta.json", {
         "rolecast_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device,
+        "processes": processes()[1],
         "settings": settings.model_dump(), **base, "resumed_from": checkpoint.name if checkpoint else None,
         "system_prompt_sha256": hashlib.sha256(training_system_prompt(pack.card(), settings.system_turn).encode()).hexdigest(),
         "examples": {name: _rows_record(rows) for name, rows in (("train", data), ("validation", evals)) if rows},
