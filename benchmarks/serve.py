@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chat import MESSAGES, default_pack  # noqa: E402
 
 #: ``python -m llama_cpp.server`` with the model parameters rolecast's backend uses (no AMX buffers: guard_amx).
-BARE_SERVER = ("from rolecast.backends.llamacpp import guard_amx; guard_amx(); import runpy; "
-               "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)")
+BARE_SERVER = Path(__file__).resolve().parents[1] / "tests" / "llama_server.py"
 
 
 def free_port() -> int:
@@ -135,7 +134,7 @@ def main() -> None:
             ("rolecast", lambda p: [sys.executable, "-m", "rolecast.cli", "serve", str(pack), "--port", str(p), "--no-web",
                                     "--db", f"{tmp}/bench.db", "--rate-limit", "0", "--max-queue", "256",
                                     "--dry-multiplier", "0", "--no-adapter"], ours),
-            ("bare", lambda p: [sys.executable, "-c", BARE_SERVER, "--model", str(default_model_path()),
+            ("bare", lambda p: [sys.executable, str(BARE_SERVER), "--model", str(default_model_path()),
                                 "--port", str(p), "--n_ctx", "2048", "--n_threads", threads, "--model_alias", "bare",
                                 # By default a new request aborts the one in flight: queue them, as rolecast does.
                                 "--interrupt_requests", "False"], bare),

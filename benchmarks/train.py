@@ -89,6 +89,19 @@ def trainer_for(cfg: dict, model, tokenizer, data, common: dict, steps: int, out
     return T.build_trainer(model, tokenizer, data, None, settings, out, "cpu", progress=False), settings
 
 
+def ready(trainer) -> None:
+    """What Trainer.train() does before its first step: activation checkpointing if asked for, training mode."""
+    if trainer.args.gradient_checkpointing:
+        trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainer.model.train()
+
+
+def epochs(trainer):
+    """The trainer's batches, epoch after epoch."""
+    while True:
+        yield from trainer.get_train_dataloader()
+
+
 def interleaved(spec: dict) -> list[dict]:
     """One optimizer step per configuration in turn; per configuration: tokens and seconds of every step."""
     from rolecast import train as T
@@ -99,9 +112,7 @@ def interleaved(spec: dict) -> list[dict]:
         steps = spec["warmup"] + spec["steps"]
         trainer, settings = trainer_for(cfg, copy.deepcopy(base), tokenizer, data, common, steps, spec["out"])
         trainer.create_optimizer_and_scheduler(num_training_steps=steps)
-        if trainer.args.gradient_checkpointing:  # what Trainer.train() switches on
-            trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        trainer.model.train()
+        ready(trainer)
         runs.append({"cfg": cfg, "trainer": trainer, "batches": iter(trainer.get_train_dataloader()),
                      "strategy": T.pick_strategy(settings, "cpu"), "tokens": [], "seconds": []})
     for round_ in range(spec["warmup"] + spec["steps"]):
@@ -117,24 +128,13 @@ def interleaved(spec: dict) -> list[dict]:
              "step_tokens_per_s": [round(t / s, 1) for t, s in zip(r["tokens"], r["seconds"])]} for r in runs]
 
 
-def next_batch(trainer, batches):
-    """The next batch: from an iterator, or from a run dict whose dataloader starts again when it ends."""
-    if not isinstance(batches, dict):
-        return next(batches)
-    try:
-        return next(batches["batches"])
-    except (StopIteration, TypeError):
-        batches["batches"] = iter(trainer.get_train_dataloader())
-        return next(batches["batches"])
-
-
 def one_step(trainer, batches, head: str) -> tuple[int, float]:
     """Forward and backward over one optimizer step's micro-batches, then the optimizer step."""
     import torch
 
     from rolecast.train import replies_only_head
 
-    micro = [next_batch(trainer, batches) for _ in range(trainer.args.gradient_accumulation_steps)]
+    micro = [next(batches) for _ in range(trainer.args.gradient_accumulation_steps)]
     items = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
     tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["position_ids"].numel() for b in micro)
     start = time.perf_counter()
@@ -182,13 +182,11 @@ def equal_time(spec: dict) -> list[dict]:
         data = T.load_rows(pack, "train", tokenizer, settings, limit=spec["train_rows"])
         trainer = T.build_trainer(copy.deepcopy(base), tokenizer, data, None, settings, spec["out"], "cpu", progress=False)
         trainer.create_optimizer()  # no scheduler: the same constant rate for all, whatever their step counts
-        if trainer.args.gradient_checkpointing:
-            trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        trainer.model.train()
-        runs.append({"cfg": cfg, "trainer": trainer, "batches": None, "steps": 0, "tokens": 0, "seconds": 0.0})
+        ready(trainer)
+        runs.append({"cfg": cfg, "trainer": trainer, "batches": epochs(trainer), "steps": 0, "tokens": 0, "seconds": 0.0})
     while any(r["seconds"] < spec["minutes"] * 60 for r in runs):
         run = min(runs, key=lambda r: r["seconds"])
-        tokens, seconds = one_step(run["trainer"], run, run["cfg"]["head"])
+        tokens, seconds = one_step(run["trainer"], run["batches"], run["cfg"]["head"])
         run.update(steps=run["steps"] + 1, tokens=run["tokens"] + tokens, seconds=run["seconds"] + seconds)
     results = [{"name": "untrained base", "steps": 0, "real_tokens": 0, "seconds": 0.0,
                 "val_reply_loss": reply_loss(base, tokenizer, validation)}]

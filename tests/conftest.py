@@ -175,20 +175,23 @@ def short_pack(tmp_path_factory):
     return out
 
 
+#: Two small layers: every tiny base of the tests trains in seconds.
+TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
+
+
 def tiny_llama(folder: Path, tokenizer) -> Path:
     """A two-layer random Llama with ``tokenizer`` saved as an HF folder: a --base that trains in seconds."""
     transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2)
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=len(tokenizer), **TINY_SHAPE)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
 # ----------------------------------------------------------------------------- tiny bases of every architecture
 
-TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "initializer_range": 0.1, "max_position_embeddings": 512, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+#: The SentencePiece vocabulary's special ids; weights larger than transformers' default, so that logits are peaked.
+TINY = {**TINY_SHAPE, "initializer_range": 0.1, "max_position_embeddings": 512, "bos_token_id": 1, "eos_token_id": 2,
+        "pad_token_id": 0}
 #: GGUF architecture family → (transformers config and model class names, what the family sets beyond TINY).
 #: Head sizes of 16 and Gemma's attention scale of 16 differ from transformers' GGUF defaults on purpose.
 TINY_ARCHS = {

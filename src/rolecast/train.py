@@ -75,10 +75,11 @@ class TrainResult:
 
 
 def lora_parameters(model, settings: TrainSettings) -> int:
-    """How many weights the LoRA adds: r × (in + out) for each targeted linear layer."""
+    """How many weights the LoRA adds: r × (in + out) for each layer it targets (:func:`lora_targets`)."""
+    targets = set(lora_targets(model, settings.target_modules))
     total = 0
     for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] in settings.target_modules and hasattr(module, "in_features"):
+        if name.rsplit(".", 1)[-1] in targets and hasattr(module, "in_features"):
             total += settings.lora_r * (module.in_features + module.out_features)
     if not total:
         raise TrainingError(f"no layer of the base model matches --target-modules {','.join(settings.target_modules)}",
