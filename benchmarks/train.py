@@ -25,10 +25,11 @@ steps through ``rolecast.train``'s trainer in a subprocess.
 
 ``--equal-minutes M`` answers another question: what a row should be. Per-reply rows (one reply
 and its context each), whole scenes (rolecast's default: every line of the character in a
-stretch of scene) and naive TRL each train for M minutes of their own compute time, one step
+stretch of scene), whole scenes with 2 lines of lead-in instead of 4, and naive TRL each train for M minutes of their own compute time, one step
 at a time, the least-trained next (drift hits all three alike), at one constant learning rate;
 then each model's loss on the reply tokens of the same per-reply validation rows is printed,
-with the untrained base's.
+with the untrained base's, the tokens with a loss per second, and the minutes an epoch of the
+whole train split would take at the measured pace.
 
 Measured on the development machine (2 shared cores, House MD, SmolLM2-135M, batch 8,
 max length 512, 4 context turns; see the task report for the exact run): rolecast
@@ -128,8 +129,9 @@ def interleaved(spec: dict) -> list[dict]:
              "step_tokens_per_s": [round(t / s, 1) for t, s in zip(r["tokens"], r["seconds"])]} for r in runs]
 
 
-def one_step(trainer, batches, head: str) -> tuple[int, float]:
-    """Forward and backward over one optimizer step's micro-batches, then the optimizer step."""
+def one_step(trainer, batches, head: str, count_replies: bool = False):
+    """Forward and backward over one optimizer step's micro-batches, then the optimizer step: (real tokens, seconds),
+    and with ``count_replies`` the tokens that had a loss."""
     import torch
 
     from rolecast.train import replies_only_head
@@ -146,13 +148,16 @@ def one_step(trainer, batches, head: str) -> tuple[int, float]:
             loss.backward()
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
-    return tokens, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return (tokens, seconds, items) if count_replies else (tokens, seconds)
 
 
 #: --equal-minutes: what a row is and how it is trained; each gets the same minutes of its own training time.
 EQUAL_TIME = [
     {"name": "per-reply rows", "data": "replies", "strategy": "auto", "gradient_checkpointing": "auto", "head": "replies"},
     {"name": "whole scenes", "data": "scenes", "strategy": "auto", "gradient_checkpointing": "auto", "head": "replies"},
+    {"name": "scenes, 2 turns", "data": "scenes", "strategy": "auto", "gradient_checkpointing": "auto", "head": "replies",
+     "max_context_turns": 2},
     {"name": "naive TRL", "data": "replies", "strategy": "padded", "gradient_checkpointing": "on", "head": "all",
      "precision": "fp32"},
 ]
@@ -178,20 +183,26 @@ def equal_time(spec: dict) -> list[dict]:
     for cfg in EQUAL_TIME:
         settings = TrainSettings(data=cfg["data"], strategy=cfg["strategy"], gradient_checkpointing=cfg["gradient_checkpointing"],
                                  precision=cfg.get("precision", "auto"), max_steps=10**6, max_eval_examples=0,
-                                 save_steps=10**6, eval_steps=10**6, early_stopping_patience=0)
-        data = T.load_rows(pack, "train", tokenizer, settings, limit=spec["train_rows"])
+                                 save_steps=10**6, eval_steps=10**6, early_stopping_patience=0,
+                                 max_context_turns=cfg.get("max_context_turns", TrainSettings().max_context_turns))
+        data = T.load_rows(pack, "train", tokenizer, settings)  # the whole split: an epoch is what it costs
         trainer = T.build_trainer(copy.deepcopy(base), tokenizer, data, None, settings, spec["out"], "cpu", progress=False)
         trainer.create_optimizer()  # no scheduler: the same constant rate for all, whatever their step counts
         ready(trainer)
-        runs.append({"cfg": cfg, "trainer": trainer, "batches": epochs(trainer), "steps": 0, "tokens": 0, "seconds": 0.0})
+        runs.append({"cfg": cfg, "trainer": trainer, "batches": epochs(trainer), "steps": 0, "tokens": 0, "replies": 0,
+                     "seconds": 0.0, "epoch_tokens": sum(data.lengths)})
     while any(r["seconds"] < spec["minutes"] * 60 for r in runs):
         run = min(runs, key=lambda r: r["seconds"])
-        tokens, seconds = one_step(run["trainer"], run["batches"], run["cfg"]["head"])
-        run.update(steps=run["steps"] + 1, tokens=run["tokens"] + tokens, seconds=run["seconds"] + seconds)
-    results = [{"name": "untrained base", "steps": 0, "real_tokens": 0, "seconds": 0.0,
+        tokens, seconds, replies = one_step(run["trainer"], run["batches"], run["cfg"]["head"], count_replies=True)
+        run.update(steps=run["steps"] + 1, tokens=run["tokens"] + tokens, replies=run["replies"] + replies,
+                   seconds=run["seconds"] + seconds)
+    results = [{"name": "untrained base", "steps": 0, "real_tokens": 0, "reply_tokens": 0, "seconds": 0.0,
                 "val_reply_loss": reply_loss(base, tokenizer, validation)}]
     for r in runs:
-        results.append({"name": r["cfg"]["name"], "steps": r["steps"], "real_tokens": r["tokens"], "seconds": round(r["seconds"], 1),
+        per_s = r["tokens"] / r["seconds"]
+        results.append({"name": r["cfg"]["name"], "steps": r["steps"], "real_tokens": r["tokens"], "reply_tokens": r["replies"],
+                        "seconds": round(r["seconds"], 1), "reply_tokens_per_s": round(r["replies"] / r["seconds"], 1),
+                        "epoch_tokens": r["epoch_tokens"], "epoch_minutes": round(r["epoch_tokens"] / per_s / 60, 1),
                         "val_reply_loss": reply_loss(r["trainer"].model, tokenizer, validation)})
     return results
 
@@ -262,10 +273,11 @@ def main() -> None:
 
         args.pack = str(default_pack())
     if args.equal_minutes:
-        results = equal_time({"pack": args.pack, "minutes": args.equal_minutes, "val_rows": args.val_rows,
-                              "train_rows": 4000, "out": args.out})
+        results = equal_time({"pack": args.pack, "minutes": args.equal_minutes, "val_rows": args.val_rows, "out": args.out})
         for r in results:
-            print(f"{r['name']:>16}: {r['steps']:>4} steps, {r['real_tokens']:>7} real tokens in {r['seconds']:>6.1f} s; "
+            epoch = f"; an epoch ({r['epoch_tokens']:,} tokens) in {r['epoch_minutes']:.3g} min" if r["steps"] else ""
+            print(f"{r['name']:>16}: {r['steps']:>4} steps, {r['real_tokens']:>7} real tokens ({r['reply_tokens']} with a loss, "
+                  f"{r.get('reply_tokens_per_s', 0):.0f}/s) in {r['seconds']:>6.1f} s{epoch}; "
                   f"validation loss on reply tokens {r['val_reply_loss']:.4f}")
         print(json.dumps(results))
         return
