@@ -75,6 +75,9 @@ def test_evaluate_writes_the_report(sample_pack):
     info = metrics["judges"]
     assert info["discriminator"]["real_vs_constant"]["auc"] >= 0.95
     assert set(metrics["pairwise"]) == {"coherence", "held_apart", "style"}
+    for key, pairs in metrics["pairwise"].items():  # each variant against the character's own lines, as a yardstick
+        assert {f"{n} vs real replies" for n in metrics["variants"]} <= set(pairs), key
+    assert "real replies" not in metrics["recommendation"]["rank"]
 
 
 def test_an_untrusted_coherence_judge_is_hidden_and_not_used(sample_pack, monkeypatch):

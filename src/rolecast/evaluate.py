@@ -348,6 +348,9 @@ def judge_runs(pack: Pack, runs: dict[str, dict], cases: list[dict], judges: Jud
         results[name] = out
         for key in PAIRWISE:
             per_judge[key][name] = found[key]
+    if runs:
+        for key in PAIRWISE:  # last, so each pair reads "variant vs real replies"; the recommendation skips it
+            per_judge[key][REAL] = truth[key]
     info = judge_info(pack, judges, truth, floor, encoder, real, rounds, seed)
     metrics = {"pack": pack.character, "examples": len(cases), "variants": results, "judges": info,
                "style_ceiling": float(np.mean(truth["style"])) if cases else 0.0,
@@ -358,6 +361,8 @@ def judge_runs(pack: Pack, runs: dict[str, dict], cases: list[dict], judges: Jud
 
 #: Judges compared pairwise between variants; the first two steer the recommendation.
 PAIRWISE = ("coherence", "held_apart", "style")
+#: The character's own replies to the same contexts, compared pairwise with each variant as a yardstick.
+REAL = "real replies"
 #: The held-apart style judge is used for the recommendation from this validation AUC on.
 STYLE_TRUST = 0.60
 

@@ -104,7 +104,9 @@ def judges_section(metrics: dict) -> list[str]:
 def pairwise_section(metrics: dict) -> list[str]:
     lines = ["## Pairwise win rates", "",
              "On the same test exchanges, how often the first variant's reply scores above the second's (ties "
-             "count half), with 95% bootstrap intervals; an interval that excludes 50% is a real difference.", ""]
+             "count half), with 95% bootstrap intervals; an interval that excludes 50% is a real difference. "
+             "*real replies* are the character's own lines to the same exchanges: a variant that beats them on a judge "
+             "scores above the character, not only above the other variants.", ""]
     for key, pairs in metrics["pairwise"].items():
         if not pairs:
             continue
