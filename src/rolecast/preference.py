@@ -37,6 +37,7 @@ from .base_model import load_model, load_tokenizer, mixed_precision, resolve_bas
 from .errors import EmptyResultError, TrainingError, require
 from .examples import read_examples
 from .pack import Pack
+from .progress import bar
 from .settings import TrainSettings
 from .train import (
     Budget,
@@ -180,7 +181,7 @@ def sample_replies(model, tokenizer, prompts: list[list[dict]], batch: int = 8) 
     out: list[list[str]] = []
     model.eval()
     try:
-        for start in range(0, len(prompts), batch):
+        for start in bar(range(0, len(prompts), batch), "sampling the SFT model's replies"):
             texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
                      for p in prompts[start:start + batch]]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
