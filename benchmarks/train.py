@@ -25,8 +25,9 @@ steps through ``rolecast.train``'s trainer in a subprocess.
 
 ``--equal-minutes M`` answers another question: what a row should be. Per-reply rows (one reply
 and its context each), whole scenes (rolecast's default: every line of the character in a
-stretch of scene), whole scenes with 2 lines of lead-in instead of 4, and naive TRL each train for M minutes of their own compute time, one step
-at a time, the least-trained next (drift hits all three alike), at one constant learning rate;
+stretch of scene), whole scenes with 2 lines of lead-in instead of 4, and naive TRL each train
+for M minutes of their own compute time, one step at a time, the least-trained next (drift hits
+them all alike), at one constant learning rate;
 then each model's loss on the reply tokens of the same per-reply validation rows is printed,
 with the untrained base's, the tokens with a loss per second, and the minutes an epoch of the
 whole train split would take at the measured pace.
@@ -118,7 +119,7 @@ def interleaved(spec: dict) -> list[dict]:
                      "strategy": T.pick_strategy(settings, "cpu"), "tokens": [], "seconds": []})
     for round_ in range(spec["warmup"] + spec["steps"]):
         for run in runs:
-            tokens, seconds = one_step(run["trainer"], run["batches"], run["cfg"]["head"])
+            tokens, seconds, _ = one_step(run["trainer"], run["batches"], run["cfg"]["head"])
             if round_ < spec["warmup"]:  # first calls allocate and initialise; not what training costs
                 continue
             run["tokens"].append(tokens)
@@ -129,9 +130,9 @@ def interleaved(spec: dict) -> list[dict]:
              "step_tokens_per_s": [round(t / s, 1) for t, s in zip(r["tokens"], r["seconds"])]} for r in runs]
 
 
-def one_step(trainer, batches, head: str, count_replies: bool = False):
-    """Forward and backward over one optimizer step's micro-batches, then the optimizer step: (real tokens, seconds),
-    and with ``count_replies`` the tokens that had a loss."""
+def one_step(trainer, batches, head: str) -> tuple[int, float, int]:
+    """Forward and backward over one optimizer step's micro-batches, then the optimizer step:
+    (real tokens, seconds, tokens with a loss)."""
     import torch
 
     from rolecast.train import replies_only_head
@@ -148,8 +149,7 @@ def one_step(trainer, batches, head: str, count_replies: bool = False):
             loss.backward()
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
-    seconds = time.perf_counter() - start
-    return (tokens, seconds, items) if count_replies else (tokens, seconds)
+    return tokens, time.perf_counter() - start, items
 
 
 #: --equal-minutes: what a row is and how it is trained; each gets the same minutes of its own training time.
@@ -182,9 +182,8 @@ def equal_time(spec: dict) -> list[dict]:
     runs = []
     for cfg in EQUAL_TIME:
         settings = TrainSettings(data=cfg["data"], strategy=cfg["strategy"], gradient_checkpointing=cfg["gradient_checkpointing"],
-                                 precision=cfg.get("precision", "auto"), max_steps=10**6, max_eval_examples=0,
-                                 save_steps=10**6, eval_steps=10**6, early_stopping_patience=0,
-                                 max_context_turns=cfg.get("max_context_turns", TrainSettings().max_context_turns))
+                                 max_steps=10**6, max_eval_examples=0, save_steps=10**6, eval_steps=10**6,
+                                 early_stopping_patience=0, **{k: cfg[k] for k in ("precision", "max_context_turns") if k in cfg})
         data = T.load_rows(pack, "train", tokenizer, settings)  # the whole split: an epoch is what it costs
         trainer = T.build_trainer(copy.deepcopy(base), tokenizer, data, None, settings, spec["out"], "cpu", progress=False)
         trainer.create_optimizer()  # no scheduler: the same constant rate for all, whatever their step counts
@@ -193,7 +192,7 @@ def equal_time(spec: dict) -> list[dict]:
                      "seconds": 0.0, "epoch_tokens": sum(data.lengths)})
     while any(r["seconds"] < spec["minutes"] * 60 for r in runs):
         run = min(runs, key=lambda r: r["seconds"])
-        tokens, seconds, replies = one_step(run["trainer"], run["batches"], run["cfg"]["head"], count_replies=True)
+        tokens, seconds, replies = one_step(run["trainer"], run["batches"], run["cfg"]["head"])
         run.update(steps=run["steps"] + 1, tokens=run["tokens"] + tokens, replies=run["replies"] + replies,
                    seconds=run["seconds"] + seconds)
     results = [{"name": "untrained base", "steps": 0, "real_tokens": 0, "reply_tokens": 0, "seconds": 0.0,
@@ -256,8 +255,8 @@ def main() -> None:
     parser.add_argument("--max-context-turns", type=int)
     parser.add_argument("--strategies", default="", help=f"Also these batching strategies (comma-separated, or 'all': {','.join(STRATEGIES)}).")
     parser.add_argument("--rss-steps", type=int, default=2, help="Steps of each peak-memory run (0: skip them).")
-    parser.add_argument("--equal-minutes", type=float, default=0, help="Instead: per-reply rows, whole scenes and naive TRL, "
-                        "each trained this many minutes, then their validation loss on reply tokens.")
+    parser.add_argument("--equal-minutes", type=float, default=0, help="Instead: per-reply rows, whole scenes (4 and 2 lines "
+                        "of lead-in) and naive TRL, each trained this many minutes, then their validation loss on reply tokens.")
     parser.add_argument("--val-rows", type=int, default=64, help="Per-reply validation rows for --equal-minutes.")
     parser.add_argument("--out", default="/tmp/rolecast-train-bench")
     parser.add_argument("--interleaved", help=argparse.SUPPRESS)
