@@ -54,6 +54,17 @@ def test_rerank_picks_best_scored_candidate(pack):
     assert "" in scored, "the impersonating candidate is cleaned to nothing and never chosen"
 
 
+def test_a_candidate_the_loop_rule_repaired_ranks_below_one_it_did_not(pack):
+    looped = "The sea, the sea, the sea, the sea is calm."
+    backend = FakeBackend().queue(looped, "Calm enough tonight.")
+    performer = Performer(pack, backend, perf=PerformerSettings(candidates=2), index=None, style=KeywordStyle())
+    reply = performer.reply([], "How is it out there?")
+    scored = {c.raw: c for c in reply.candidates}
+    assert scored[looped].rules == ["loops"] and scored[looped].scores["looped"] == 1.0
+    assert scored[looped].scores["style"] > scored["Calm enough tonight."].scores["style"], "style alone would pick the loop"
+    assert reply.text == "Calm enough tonight."
+
+
 class TopicIndex:
     """A stand-in index whose embedder puts texts about the weather together (unit vectors); it retrieves nothing."""
 

@@ -45,6 +45,7 @@ DEFAULT_FALLBACK = "Hm."
 AUTO = object()  # load the pack's part when it has one
 ECHO = 0.9  # similarity to the message from which a reply is a parrot, not an answer
 OFF_TOPIC = 10.0  # what a candidate below the relevance gate loses: every on-topic one ranks above it
+LOOPED = 1.0  # a candidate the loop rule had to repair (the model was degenerating) loses the style score's whole range (at weight_style 1)
 
 
 def clears_gate(relevance: float, floor: float) -> bool:
@@ -202,11 +203,12 @@ class Performer:
             rep = repetition(c.text, said)
             length = abs(math.log((len(c.text.split()) + 1) / (self.typical_words + 1)))
             unfinished = 0.0 if ends_sentence(c.text) and not c.text.endswith("...") else 1.0
+            looped = float("loops" in c.rules)
             c.scores = {"style": round(float(s), 4), "relevance": round(r, 4), "repetition": round(rep, 4),
-                        "length": round(length, 4), "on_topic": float(on_topic)}
+                        "length": round(length, 4), "on_topic": float(on_topic), "looped": looped}
             c.total = round(perf.weight_style * float(s) * on_topic + perf.weight_relevance * answer
                             - perf.weight_repetition * rep - perf.weight_length * length - 0.25 * unfinished
-                            - (0.0 if on_topic else OFF_TOPIC), 4)
+                            - LOOPED * looped - (0.0 if on_topic else OFF_TOPIC), 4)
 
     def _relevance(self, message: str, texts: list[str]) -> np.ndarray | None:
         """Cosine of each text's embedding with the message's; None without an embedder (no gate then)."""
