@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from rolecast.postprocess import PostProcessor, ends_sentence, split_sentences
+from rolecast.postprocess import PostProcessor, ends_sentence, loops, split_sentences
 
 POST = PostProcessor("Gregory House", speakers=["Wilson", "Cuddy", "Foreman", "Irene"], aliases=["House"])
 
@@ -48,6 +48,11 @@ def test_clean_replies_pass_unchanged(text):
     assert (cleaned.text, cleaned.rules) == (text, []), text
 
 
+def test_line_breaks_become_spaces_and_count_as_no_rule():
+    cleaned = POST("I can't.\nIt's only a migraine.")
+    assert (cleaned.text, cleaned.rules) == ("I can't. It's only a migraine.", [])
+
+
 def test_stop_strings_cover_speakers_and_user():
     assert "\nWilson:" in POST.stop_strings and "\nUser:" in POST.stop_strings and "\n\n" in POST.stop_strings
     assert "\nHouse:" not in POST.stop_strings
@@ -72,7 +77,8 @@ def run_stream(text):
     "raw",
     ["House: It's not lupus.\nWilson: It never is.", "Fine. User: and you?", "As an AI, I can't. It is probably nothing.",
      "Gregory House: Hi there.", "Yes, you. You: are an idiot.", "Idiots. Irene is not here. Irene: yes I am",
-     "(sighs) Everybody lies.", "Go home. Go home. Take two aspirin.", "Sure thing.\nPatient: thanks"],
+     "(sighs) Everybody lies.", "Go home. Go home. Take two aspirin.", "Sure thing.\nPatient: thanks",
+     "I can't.\nIt's only a migraine.", "Go home.\nGo home. Take two aspirin."],
 )
 def test_stream_matches_batch(raw):
     stream, shown = run_stream(raw)
@@ -96,6 +102,11 @@ def test_stream_closes_an_unfinished_sentence():
     stream, shown = run_stream("It is fine. I think that")
     assert stream.text == "It is fine. I think that...", "streamed text cannot be taken back, so it is closed"
     assert ends_sentence(stream.text)
+
+
+def test_loops_counts_repeats_not_line_breaks():
+    assert loops("Go home.\nGo home. Take two aspirin.") and loops("I know I know I know.")
+    assert not loops("I can't.\nIt's only a migraine.") and not loops("  Fine.  ") and not loops("")
 
 
 def test_split_sentences():

@@ -125,7 +125,8 @@ class PostProcessor:
                  ("persona", _persona), ("loops", _loops))
         for name, step in steps:
             before, text = text, step(text)
-            if rules is not None and text != before and name not in rules:
+            # A line break made a space is no rule's doing: the reply is shown as one line.
+            if rules is not None and _SPACES.sub(" ", text).strip() != _SPACES.sub(" ", before).strip() and name not in rules:
                 rules.append(name)
         return text
 
@@ -201,20 +202,22 @@ def breaks_persona(text: str) -> bool:
 
 def loops(text: str) -> bool:
     """Whether the text repeats a phrase or a sentence (what the loop rule collapses)."""
-    return _loops(text) != text.strip()
+    return _loops(text) != text
 
 
 def _loops(text: str) -> str:
-    text = _PHRASE_LOOP.sub(r"\1", text)
+    """The text with repeated phrases and sentences collapsed; the text itself, line breaks and all, when none is."""
+    collapsed = _PHRASE_LOOP.sub(r"\1", text)
+    sentences = split_sentences(collapsed)
     seen: set[str] = set()
     kept = []
-    for sentence in split_sentences(text):
+    for sentence in sentences:
         key = _sentence_key(sentence)
         if key and key in seen:
             continue
         seen.add(key)
         kept.append(sentence)
-    return " ".join(kept)
+    return text if collapsed == text and len(kept) == len(sentences) else " ".join(kept)
 
 
 class StreamCleaner:
