@@ -45,7 +45,7 @@ DEFAULT_FALLBACK = "Hm."
 AUTO = object()  # load the pack's part when it has one
 ECHO = 0.9  # similarity to the message from which a reply is a parrot, not an answer
 OFF_TOPIC = 10.0  # what a candidate below the relevance gate loses: every on-topic one ranks above it
-LOOPED = 1.0  # a candidate the loop rule had to repair (the model was degenerating) loses the style score's whole range (at weight_style 1)
+LOOPED = 1.0  # a candidate the loop rule repaired (the model was degenerating) loses the style score's range
 
 
 def clears_gate(relevance: float, floor: float) -> bool:

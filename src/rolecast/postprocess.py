@@ -74,6 +74,11 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in out if s]
 
 
+def _one_line(text: str) -> str:
+    """The text with each run of whitespace, line breaks included, made one space, and stripped."""
+    return _SPACES.sub(" ", text).strip()
+
+
 def ends_sentence(text: str) -> bool:
     """True when ``text`` ends with sentence-final punctuation (possibly inside closing quotes)."""
     return bool(re.search(r'[.!?…]["\')\]]*$', text.strip()))
@@ -126,7 +131,7 @@ class PostProcessor:
         for name, step in steps:
             before, text = text, step(text)
             # A line break made a space is no rule's doing: the reply is shown as one line.
-            if rules is not None and _SPACES.sub(" ", text).strip() != _SPACES.sub(" ", before).strip() and name not in rules:
+            if rules is not None and name not in rules and _one_line(text) != _one_line(before):
                 rules.append(name)
         return text
 
@@ -186,7 +191,7 @@ def _directions(text: str) -> str:
     while previous != text:
         previous, text = text, _DIRECTIONS.sub(" ", text)
     text = re.sub(r"[\[(][^\])]*$", " ", text)
-    return _SPACES.sub(" ", text).strip()
+    return _one_line(text)
 
 
 def _persona(text: str) -> str:
