@@ -140,10 +140,23 @@ def test_an_interrupted_run_names_the_resume_command(tmp_path):
 def test_the_time_budget_stops_training_with_a_checkpoint():
     from transformers import TrainerControl
 
-    callback = Budget(max_minutes=1e-9).callback()
-    args = type("Args", (), {"eval_strategy": "steps"})()
-    control = callback.on_step_end(args, None, TrainerControl())
+    from transformers import TrainerState
+
+    args = type("Args", (), {"eval_strategy": "steps", "eval_steps": 50})()
+    state = TrainerState(global_step=251, log_history=[{"eval_loss": 3.2, "step": 200}])
+    control = Budget(max_minutes=1e-9).callback().on_step_end(args, state, TrainerControl())
     assert control.should_training_stop and control.should_save and control.should_evaluate
+
+
+def test_the_time_budget_does_not_validate_again_a_step_after_a_validation_pass():
+    from transformers import TrainerControl, TrainerState
+
+    args = type("Args", (), {"eval_strategy": "steps", "eval_steps": 50})()
+    state = TrainerState(global_step=251, log_history=[{"eval_loss": 3.2, "step": 250}])
+    control = Budget(max_minutes=1e-9).callback().on_step_end(args, state, TrainerControl())
+    assert control.should_training_stop and control.should_save and not control.should_evaluate
+    at_an_eval_step = TrainerControl(should_evaluate=True)  # the Trainer's own schedule still runs
+    assert Budget(max_minutes=1e-9).callback().on_step_end(args, state, at_an_eval_step).should_evaluate
 
 
 # ----------------------------------------------------------------------------- real training

@@ -121,7 +121,8 @@ class Budget:
                     budget.reason = "max_minutes"
                 budget.reason = agreed(budget.reason, args)
                 if budget.reason:
-                    control.should_evaluate = budget.reason == "max_minutes" and args.eval_strategy != "no"
+                    control.should_evaluate = control.should_evaluate or (
+                        budget.reason == "max_minutes" and args.eval_strategy != "no" and not validated_lately(state, args))
                     control.should_training_stop = control.should_save = True
                 return control
 
@@ -141,6 +142,13 @@ class Budget:
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
+
+
+def validated_lately(state, args) -> bool:
+    """Whether a validation pass ran within the last tenth of --eval-steps: one more at the time budget's
+    stop (House: step 251, a step after 250's) would take minutes to say what that pass said."""
+    steps = [e["step"] for e in (state.log_history if state else []) if "eval_loss" in e]
+    return bool(steps) and state.global_step - steps[-1] <= max(1, args.eval_steps // 10)
 
 
 STOP_REASONS = (None, "max_minutes", "interrupted")
