@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/train.py --pack packs/house                          # any pack
     .venv/bin/python benchmarks/train.py --pack packs/house --strategies all --rounds 4
     .venv/bin/python benchmarks/train.py --pack packs/house --equal-minutes 10     # validation loss at equal training time
+    .venv/bin/python benchmarks/train.py --pack packs/house --rss-steps 40 --rss-of "rolecast,rolecast unpadded"  # memory over a run
 
 Configurations (the same LoRA, batch and examples; only how the work is done differs):
 
@@ -14,6 +15,10 @@ Configurations (the same LoRA, batch and examples; only how the work is done dif
   precision auto: bf16 autocast where the CPU has AVX512-BF16 or AMX).
 - rolecast fp32: the same in fp32 throughout (``--precision fp32``).
 - with ``--strategies``: each batching strategy with rolecast's other settings.
+
+- rolecast unpadded: without the two CPU defaults that keep kernels and memory in bounds
+  (``--pad-to-multiple 1``: every batch its own length; ``--mmap-threshold-mib 0``: glibc's
+  sliding threshold). Its memory grows over a run: ``--rss-steps 40`` shows it.
 
 Throughput is measured in one process, one optimizer step of each configuration in
 turn for ``--rounds`` rounds (each configuration sees the same examples), because a
@@ -58,7 +63,9 @@ STRATEGIES = ("padded", "group_by_length", "per_example", "padding_free", "packi
 def configs(strategies: list[str]) -> list[dict]:
     runs = [{"name": "naive TRL", "strategy": "padded", "gradient_checkpointing": "on", "head": "all", "precision": "fp32"},
             {"name": "rolecast", "strategy": "auto", "gradient_checkpointing": "auto", "head": "replies"},
-            {"name": "rolecast fp32", "strategy": "auto", "gradient_checkpointing": "auto", "head": "replies", "precision": "fp32"}]
+            {"name": "rolecast fp32", "strategy": "auto", "gradient_checkpointing": "auto", "head": "replies", "precision": "fp32"},
+            {"name": "rolecast unpadded", "strategy": "auto", "gradient_checkpointing": "auto", "head": "replies",
+             "pad_to_multiple": 1, "mmap_threshold_mib": 0}]
     return runs + [{"name": s, "strategy": s, "gradient_checkpointing": "off", "head": "replies"} for s in strategies]
 
 
@@ -86,7 +93,8 @@ def trainer_for(cfg: dict, model, tokenizer, data, common: dict, steps: int, out
     from rolecast.settings import TrainSettings
 
     settings = TrainSettings(strategy=cfg["strategy"], gradient_checkpointing=cfg["gradient_checkpointing"], max_steps=steps,
-                             precision=cfg.get("precision", "auto"),
+                             precision=cfg.get("precision", "auto"), pad_to_multiple=cfg.get("pad_to_multiple", 0),
+                             mmap_threshold_mib=cfg.get("mmap_threshold_mib", TrainSettings().mmap_threshold_mib),
                              max_eval_examples=0, save_steps=10**6, eval_steps=10**6, early_stopping_patience=0, **common)
     return T.build_trainer(model, tokenizer, data, None, settings, out, "cpu", progress=False), settings
 
@@ -227,8 +235,10 @@ def peak_rss(spec: dict) -> dict:
     """One configuration in this (fresh) process through rolecast's trainer: its peak resident memory."""
     tokenizer, model, data, common = setup(spec)
     cfg = spec["cfg"]
-    trainer, _ = trainer_for(cfg, model, tokenizer, data, common, spec["steps"], spec["out"])
-    from rolecast.train import replies_only_head
+    trainer, settings = trainer_for(cfg, model, tokenizer, data, common, spec["steps"], spec["out"])
+    from rolecast.train import map_large_buffers, replies_only_head
+
+    map_large_buffers(settings.mmap_threshold_mib)  # as rolecast.train.train does
 
     with replies_only_head("cpu") if cfg["head"] == "replies" else contextlib.nullcontext():
         trainer.train()
@@ -255,6 +265,7 @@ def main() -> None:
     parser.add_argument("--max-context-turns", type=int)
     parser.add_argument("--strategies", default="", help=f"Also these batching strategies (comma-separated, or 'all': {','.join(STRATEGIES)}).")
     parser.add_argument("--rss-steps", type=int, default=2, help="Steps of each peak-memory run (0: skip them).")
+    parser.add_argument("--rss-of", default="", help="Peak-memory runs of these configurations only (comma-separated names; default: all).")
     parser.add_argument("--equal-minutes", type=float, default=0, help="Instead: per-reply rows, whole scenes (4 and 2 lines "
                         "of lead-in) and naive TRL, each trained this many minutes, then their validation loss on reply tokens.")
     parser.add_argument("--val-rows", type=int, default=64, help="Per-reply validation rows for --equal-minutes.")
@@ -285,7 +296,10 @@ def main() -> None:
             "grad_accum": args.grad_accum, "max_length": args.max_length, "max_context_turns": args.max_context_turns}
     results = subprocess_json("interleaved", spec)
     if args.rss_steps:
+        wanted = [n.strip() for n in args.rss_of.split(",") if n.strip()]
         for r in results:
+            if wanted and r["name"] not in wanted:
+                continue
             cfg = next(c for c in configs(strategies) if c["name"] == r["name"])
             r.update(subprocess_json("rss", {**spec, "steps": args.rss_steps, "warmup": 0, "cfg": cfg}))
     report(results)
@@ -299,6 +313,10 @@ def report(results: list[dict]) -> None:
     by = {r["name"]: r for r in results}
     naive, ours = by["naive TRL"], by["rolecast"]
     print(f"rolecast bf16 vs fp32 (precision auto on this CPU): {ours['tokens_per_s'] / by['rolecast fp32']['tokens_per_s']:.2f}x real tokens/s")
+    unpadded = by["rolecast unpadded"]
+    print(f"rolecast vs unpadded (lengths padded to 64, buffers above 4 MiB mapped): {ours['tokens_per_s'] / unpadded['tokens_per_s']:.2f}x "
+          "real tokens/s" + (f"; peak RSS {ours['peak_rss_gb']:.2f} GB vs {unpadded['peak_rss_gb']:.2f} GB"
+                          if "peak_rss_gb" in ours and "peak_rss_gb" in unpadded else ""))
     print(f"rolecast vs naive TRL: {ours['tokens_per_s'] / naive['tokens_per_s']:.2f}x real tokens/s (target >= 1.5x)"
           + (f"; rolecast peak RSS {ours['peak_rss_gb']:.2f} GB (target <= 6 GB)" if "peak_rss_gb" in ours else ""))
     print(json.dumps(results))

@@ -148,6 +148,7 @@ def test_a_run_stopped_by_its_budget_is_up_to_date_only_for_that_budget(tmp_path
     write_json(out / "train" / "metrics.json", {"stopped": "completed"})
     assert key(max_minutes=12) == key(max_minutes=30), "a finished run needs no more time"
     assert key(max_minutes=12) != key(max_minutes=12, lora_r=8), "changed shape settings retrain"
+    assert key(max_minutes=12) == key(max_minutes=12, pad_to_multiple=1, mmap_threshold_mib=0), "how it runs is not what it learns"
 
 
 @pytest.mark.slow

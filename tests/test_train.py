@@ -138,9 +138,7 @@ def test_an_interrupted_run_names_the_resume_command(tmp_path):
 
 
 def test_the_time_budget_stops_training_with_a_checkpoint():
-    from transformers import TrainerControl
-
-    from transformers import TrainerState
+    from transformers import TrainerControl, TrainerState
 
     args = type("Args", (), {"eval_strategy": "steps", "eval_steps": 50})()
     state = TrainerState(global_step=251, log_history=[{"eval_loss": 3.2, "step": 200}])
@@ -267,3 +265,49 @@ def test_the_precision_setting_reaches_the_trainer_on_the_cpu(tmp_path, precisio
 
     config = sft_config(TrainSettings(precision=precision), tmp_path, "cpu", False, 100.0, False)
     assert (config.bf16, config.fp16, config.use_cpu) == (bf16, False, True)
+
+
+def test_batches_are_padded_to_a_multiple_of_64_on_the_cpu_and_the_padding_changes_no_loss(tokenizer, short_pack, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from rolecast.train import build_trainer
+    from rolecast.train_data import load_rows
+
+    data = load_rows(Pack.open(short_pack), "train", tokenizer, TrainSettings(max_length=200), limit=6)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1)
+    losses = {}
+    for multiple in (0, 1):  # auto (64 on the CPU), none
+        torch.manual_seed(0)
+        model = transformers.LlamaForCausalLM(config).eval()
+        trainer = build_trainer(model, tokenizer, data, None, TrainSettings(max_length=200, pad_to_multiple=multiple),
+                                tmp_path, progress=False)
+        batch = next(iter(trainer.get_train_dataloader()))
+        real = int(batch["attention_mask"].sum())
+        assert (batch["input_ids"].shape[1] % 64 == 0) == (multiple == 0)
+        assert (batch["labels"][0, real:] == -100).all() and not batch["attention_mask"][0, real:].any()
+        with torch.no_grad():
+            losses[multiple] = float(trainer.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_pad_multiple_is_64_on_the_cpu_and_none_on_a_gpu_unless_set():
+    from rolecast.train import pad_multiple
+
+    assert pad_multiple(TrainSettings(), "cpu") == 64 and pad_multiple(TrainSettings(), "cuda") is None
+    assert pad_multiple(TrainSettings(pad_to_multiple=1), "cpu") is None
+    assert pad_multiple(TrainSettings(pad_to_multiple=16), "cuda") == 16
+
+
+def test_large_buffers_are_mapped_unless_the_environment_says_otherwise(monkeypatch):
+    import platform
+
+    from rolecast.train import map_large_buffers
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert map_large_buffers(4) and not map_large_buffers(0)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert not map_large_buffers(4), "the user's own setting wins"

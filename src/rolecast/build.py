@@ -100,7 +100,7 @@ def _train_key(plan: Plan) -> str | None:
     examples = plan.out / "examples"
     if not examples.exists():
         return None
-    shaping = plan.train.model_dump(exclude={"resume", "max_minutes", "max_steps", "epochs", *PREFERENCE})
+    shaping = plan.train.model_dump(exclude={"resume", "max_minutes", "max_steps", "epochs", *PREFERENCE, *HOW_NOT_WHAT})
     # A run its budget stopped is up to date only for that budget: a bigger one trains on (resuming).
     budget = None if _finished(plan.out) else plan.train.model_dump(include={"max_minutes", "max_steps", "epochs"})
     return digest("train", checksum(examples / "train.jsonl"), checksum(examples / "validation.jsonl"), shaping,
@@ -109,6 +109,8 @@ def _train_key(plan: Plan) -> str | None:
 
 #: Settings of the preference stage only (they do not change the SFT adapter).
 PREFERENCE = {"dpo", "orpo", "preference_pairs", "preference_beta", "preference_learning_rate"}
+#: Settings of how training runs that do not change what it learns: changing them retrains nothing.
+HOW_NOT_WHAT = {"pad_to_multiple", "mmap_threshold_mib"}
 
 
 def _preference_key(plan: Plan) -> str | None:

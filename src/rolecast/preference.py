@@ -43,6 +43,8 @@ from .train import (
     Budget,
     checkpointing,
     drop_stale_export,
+    map_large_buffers,
+    pad_multiple,
     pick_device,
     processes,
     progress_callback,
@@ -93,6 +95,7 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
                             f"train it first: rolecast train {pack.path}")
     peft, torch = require("peft", "train"), require("torch", "train")
     device = pick_device(settings)
+    map_large_buffers(settings.mmap_threshold_mib)
     torch.set_num_threads(os.cpu_count() or 1)
     record = pack.info.get("parts", {}).get("adapter", {})
     source, kwargs, _ = resolve_base(record.get("base"))
@@ -199,6 +202,11 @@ def sample_replies(model, tokenizer, prompts: list[list[dict]], batch: int = 8) 
 # ----------------------------------------------------------------------------- the trainer
 
 
+def padding(settings: TrainSettings, device: str, config_class) -> dict:
+    """SFT's padding of batch lengths (train.pad_multiple), where the method's config takes it (DPO's does)."""
+    return {"pad_to_multiple_of": pad_multiple(settings, device)} if "pad_to_multiple_of" in config_class.__dataclass_fields__ else {}
+
+
 def build_trainer(spec: Trainer, model, tokenizer, pairs: list[dict], settings: TrainSettings, out: Path,
                   device: str, progress: bool):
     import importlib
@@ -218,7 +226,7 @@ def build_trainer(spec: Trainer, model, tokenizer, pairs: list[dict], settings: 
         beta=settings.preference_beta, max_length=settings.max_length, logging_steps=5, logging_first_step=True,
         save_strategy="no", report_to="none", disable_tqdm=not progress, bf16=half is torch.bfloat16,
         fp16=half is torch.float16, use_cpu=device == "cpu", seed=settings.seed, data_seed=settings.seed,
-        **checkpointing(settings, device, config_class))
+        **checkpointing(settings, device, config_class), **padding(settings, device, config_class))
     datasets.disable_progress_bars()
     trainer = getattr(module, spec.trainer)(model=model, args=config, processing_class=tokenizer,
                                             train_dataset=datasets.Dataset.from_list(pairs))
