@@ -25,6 +25,13 @@ padded or length-grouped batches). With gradient checkpointing off on the CPU an
 LM head scoring reply tokens only (:func:`replies_only_head`) that is about twice the
 throughput of TRL's defaults. On CUDA, auto picks padding-free batches when FlashAttention
 is installed (examples kept apart in one row), else length-grouped padded batches.
+
+Two CPU defaults keep a long run's pace and memory where its first steps put them
+(House, 40 steps, alone): each batch is padded to a multiple of 64 tokens
+(``--pad-to-multiple``; 342 s against 421 s: a few shapes reuse their bf16 kernels), and
+buffers above 4 MiB are mapped and handed back when freed (``--mmap-threshold-mib``;
+peak resident memory 2.93 GB against 5.69 GB, which had kept growing to 7.8 GB by the
+end of a 60-minute run).
 """
 
 from __future__ import annotations
@@ -223,7 +230,7 @@ def pick_strategy(settings: TrainSettings, device: str) -> str:
 def pad_multiple(settings: TrainSettings, device: str) -> int | None:
     """The collator's pad_to_multiple_of: auto pads to 64 tokens on the CPU only. There the bf16 matrix
     products are oneDNN kernels made (and cached) per shape, and a scene's hundreds of distinct lengths
-    kept making new ones; eight lengths up to 512 make them once (House: 1.3x the tokens/s)."""
+    kept making new ones; eight lengths up to 512 make them once (House: 1.23x the tokens/s)."""
     multiple = settings.pad_to_multiple or (64 if device == "cpu" else 1)
     return multiple if multiple > 1 else None
 
