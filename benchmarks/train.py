@@ -14,11 +14,10 @@ Configurations (the same LoRA, batch and examples; only how the work is done dif
 - rolecast: ``TrainSettings()`` as ``rolecast train`` runs it on the CPU (strategy auto,
   precision auto: bf16 autocast where the CPU has AVX512-BF16 or AMX).
 - rolecast fp32: the same in fp32 throughout (``--precision fp32``).
-- with ``--strategies``: each batching strategy with rolecast's other settings.
-
 - rolecast unpadded: without the two CPU defaults that keep kernels and memory in bounds
   (``--pad-to-multiple 1``: every batch its own length; ``--mmap-threshold-mib 0``: glibc's
   sliding threshold). Its memory grows over a run: ``--rss-steps 40`` shows it.
+- with ``--strategies``: each batching strategy with rolecast's other settings.
 
 Throughput is measured in one process, one optimizer step of each configuration in
 turn for ``--rounds`` rounds (each configuration sees the same examples), because a
@@ -93,8 +92,7 @@ def trainer_for(cfg: dict, model, tokenizer, data, common: dict, steps: int, out
     from rolecast.settings import TrainSettings
 
     settings = TrainSettings(strategy=cfg["strategy"], gradient_checkpointing=cfg["gradient_checkpointing"], max_steps=steps,
-                             precision=cfg.get("precision", "auto"), pad_to_multiple=cfg.get("pad_to_multiple", 0),
-                             mmap_threshold_mib=cfg.get("mmap_threshold_mib", TrainSettings().mmap_threshold_mib),
+                             **{k: cfg[k] for k in ("precision", "pad_to_multiple", "mmap_threshold_mib") if k in cfg},
                              max_eval_examples=0, save_steps=10**6, eval_steps=10**6, early_stopping_patience=0, **common)
     return T.build_trainer(model, tokenizer, data, None, settings, out, "cpu", progress=False), settings
 
@@ -314,7 +312,7 @@ def report(results: list[dict]) -> None:
     naive, ours = by["naive TRL"], by["rolecast"]
     print(f"rolecast bf16 vs fp32 (precision auto on this CPU): {ours['tokens_per_s'] / by['rolecast fp32']['tokens_per_s']:.2f}x real tokens/s")
     unpadded = by["rolecast unpadded"]
-    print(f"rolecast vs unpadded (lengths padded to 64, buffers above 4 MiB mapped): {ours['tokens_per_s'] / unpadded['tokens_per_s']:.2f}x "
+    print(f"rolecast vs unpadded (--pad-to-multiple 1 --mmap-threshold-mib 0): {ours['tokens_per_s'] / unpadded['tokens_per_s']:.2f}x "
           "real tokens/s" + (f"; peak RSS {ours['peak_rss_gb']:.2f} GB vs {unpadded['peak_rss_gb']:.2f} GB"
                           if "peak_rss_gb" in ours and "peak_rss_gb" in unpadded else ""))
     print(f"rolecast vs naive TRL: {ours['tokens_per_s'] / naive['tokens_per_s']:.2f}x real tokens/s (target >= 1.5x)"

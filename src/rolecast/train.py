@@ -28,7 +28,7 @@ is installed (examples kept apart in one row), else length-grouped padded batche
 
 Two CPU defaults keep a long run's pace and memory where its first steps put them
 (House, 40 steps, alone): each batch is padded to a multiple of 64 tokens
-(``--pad-to-multiple``; 342 s against 421 s: a few shapes reuse their bf16 kernels), and
+(``--pad-to-multiple``; 342 s against 421 s: likely a few shapes reusing their bf16 kernels), and
 buffers above 4 MiB are mapped and handed back when freed (``--mmap-threshold-mib``;
 peak resident memory 2.93 GB against 5.69 GB, which had kept growing to 7.8 GB by the
 end of a 60-minute run).
@@ -156,7 +156,7 @@ class Budget:
 def validated_lately(state, args) -> bool:
     """Whether a validation pass ran within the last tenth of --eval-steps: one more at the time budget's
     stop (House: step 251, a step after 250's) would take minutes to say what that pass said."""
-    steps = [e["step"] for e in (state.log_history if state else []) if "eval_loss" in e]
+    steps = [e["step"] for e in state.log_history if "eval_loss" in e]
     return bool(steps) and state.global_step - steps[-1] <= max(1, args.eval_steps // 10)
 
 
@@ -229,10 +229,13 @@ def pick_strategy(settings: TrainSettings, device: str) -> str:
 
 def pad_multiple(settings: TrainSettings, device: str) -> int | None:
     """The collator's pad_to_multiple_of: auto pads to 64 tokens on the CPU only. There the bf16 matrix
-    products are oneDNN kernels made (and cached) per shape, and a scene's hundreds of distinct lengths
-    kept making new ones; eight lengths up to 512 make them once (House: 1.23x the tokens/s)."""
+    products are oneDNN kernels made (and cached) per shape, so, most likely, a scene's hundreds of distinct
+    lengths kept making new ones; eight lengths up to 512 make them once (House: 1.23x the tokens/s)."""
     multiple = settings.pad_to_multiple or (64 if device == "cpu" else 1)
     return multiple if multiple > 1 else None
+
+
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def map_large_buffers(mib: int) -> bool:
@@ -248,9 +251,6 @@ def map_large_buffers(mib: int) -> bool:
         return ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, mib * 2**20) == 1
     except (OSError, AttributeError):
         return False
-
-
-M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def checkpointing(settings: TrainSettings, device: str, config_class) -> dict[str, bool]:
