@@ -231,7 +231,7 @@ def tiny_model(arch: str, folder: Path, spm: Path) -> Path:
 
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
-    from rolecast.base_model import CHATML
+    from rolecast.templates import CHATML
 
     config_class, model_class, extra = TINY_ARCHS[arch]
     torch.manual_seed(0)

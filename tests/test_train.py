@@ -41,14 +41,17 @@ def test_every_prompt_token_is_masked_and_every_reply_token_is_trained(tokenizer
     trainer = build_trainer(model, tokenizer, data, None, settings, tmp_path, progress=False)
     prepared = trainer.train_dataset
     assert len(prepared) == len(data.rows) == 12
+    from rolecast.examples import read_examples
+
+    replies = {ex["completion"][0]["content"] for ex in read_examples(short_pack / "examples" / "train.jsonl")}
     for original, ids, labels in zip(data.rows, prepared["input_ids"], prepared["labels"]):
-        prompt = tokenizer.apply_chat_template(original["prompt"], add_generation_prompt=True, tokenize=True,
-                                               return_dict=False)
-        assert ids[:len(prompt)] == list(prompt)
-        assert all(label == -100 for label in labels[:len(prompt)]), "a prompt token is trained"
-        assert labels[len(prompt):] == ids[len(prompt):], "a reply token is masked"
-        reply = tokenizer.decode(ids[len(prompt):])
-        assert reply.startswith(original["completion"][0]["content"]) and reply.rstrip().endswith("<|im_end|>")
+        first = original["assistant_masks"].index(1)
+        assert ids[:len(original["input_ids"])] == original["input_ids"]
+        assert all(label == -100 for label in labels[:first]), "a prompt token is trained"
+        assert labels[first:len(original["input_ids"])] == ids[first:len(original["input_ids"])], "a reply token is masked"
+        assert tokenizer.decode(ids[:first]).endswith("<|im_start|>assistant\n"), "the prompt ends where chat asks"
+        reply = tokenizer.decode(ids[first:len(original["input_ids"])])
+        assert reply.rstrip().endswith("<|im_end|>") and reply.rstrip()[:-len("<|im_end|>")] in replies
 
 
 # ----------------------------------------------------------------------------- errors

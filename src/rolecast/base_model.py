@@ -5,8 +5,7 @@
     >>> model = load_model(source, kwargs, "cpu", qlora=False)                                     # doctest: +SKIP
 
 A model is the bundled GGUF (``None``), a .gguf file (checked before llama.cpp sees it), a
-folder, or a Hugging Face id read from the local cache only. ``CHATML`` is the template for
-models that bring none. For training: fp32 on the CPU; bf16 (fp16 before Ampere) on CUDA, or
+folder, or a Hugging Face id read from the local cache only. For training: fp32 on the CPU; bf16 (fp16 before Ampere) on CUDA, or
 4-bit NF4 with ``qlora``; a GGUF base is dequantized to plain weights, since a LoRA wraps
 ``nn.Linear`` layers, not GGUF's packed blocks. Every failure of ``from_pretrained`` becomes
 one :class:`ModelError` line (:func:`from_pretrained`).
@@ -88,12 +87,6 @@ def check_lora(adapter: Path, model: Path) -> None:
         if part in ("lora_a", "lora_b") and not fits:
             raise ModelError(f"the LoRA adapter {adapter.name} does not fit {model.name}: {tensor.name} is {shape}, "
                              f"the base's {name} {have or 'missing'}", fix)
-
-
-CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 def resolve_base(base: str | None) -> tuple[str, dict, Path | None]:

@@ -51,6 +51,7 @@ from .train import (
     run_trainer,
     save_adapter,
 )
+from .templates import ChatTemplate
 from .train_data import conversation, fit, training_system_prompt
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
     model = peft.PeftModel.from_pretrained(load_model(source, kwargs, device, settings.qlora), str(sft), is_trainable=True)
     start = time.monotonic()
     pairs, counts = build_pairs(pack, model, tokenizer, settings, record.get("system_turn", "card"))
+    template = ChatTemplate.of_tokenizer(tokenizer)
+    pairs = [text_pair(pair, template, tokenizer) for pair in pairs]
     if not pairs:
         raise EmptyResultError(f"no preference pairs could be built from {pack.path}'s train split",
                                f"rebuild the pack: rolecast prepare SCRIPTS --character NAME --out {pack.path}")
@@ -149,8 +152,10 @@ def build_pairs(pack: Pack, model, tokenizer, settings: TrainSettings, system_tu
     heard = embed.encode([r["prompt"][-1]["content"] for r in rows])
     pairs, counts = [], {"own_samples": 0, "other_scenes": 0}
 
+    template = ChatTemplate.of_tokenizer(tokenizer)
+
     def count(messages):
-        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+        return len(template.tokens(tokenizer, messages))
 
     for i, (row, example, options) in enumerate(zip(rows, picked, samples, strict=True)):
         options = [s for s in options if s.strip()]
@@ -175,9 +180,27 @@ def build_pairs(pack: Pack, model, tokenizer, settings: TrainSettings, system_tu
     return pairs, counts
 
 
+def text_pair(pair: dict, template: ChatTemplate, tokenizer) -> dict:
+    """A conversational pair as the text TRL tokenizes, rendered by rolecast's template (TRL's own rendering
+    would give Gemma a system turn it refuses and Qwen3 its thinking): the prompt up to where the model
+    answers, each reply with the template's lead and end marker."""
+    prompt = template.render(pair["prompt"], generation=True)
+    if template.bos and prompt.startswith(template.bos) and adds_bos(tokenizer):
+        prompt = prompt[len(template.bos):]  # the tokenizer adds it when TRL tokenizes
+    end = template.tail.rstrip()
+    return {"prompt": prompt, "chosen": template.lead + pair["chosen"][0]["content"] + end,
+            "rejected": template.lead + pair["rejected"][0]["content"] + end}
+
+
+def adds_bos(tokenizer) -> bool:
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
 def sample_replies(model, tokenizer, prompts: list[list[dict]], batch: int = 8) -> list[list[str]]:
     """SAMPLES replies of the model to each prompt (left-padded batches, nucleus sampling)."""
     torch = require("torch", "train")
+    template = ChatTemplate.of_tokenizer(tokenizer)
     if tokenizer.pad_token is None:  # batches of prompts are padded (older transformers give GGUF tokenizers none)
         tokenizer.pad_token = tokenizer.eos_token
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -185,8 +208,7 @@ def sample_replies(model, tokenizer, prompts: list[list[dict]], batch: int = 8) 
     model.eval()
     try:
         for start in bar(range(0, len(prompts), batch), "sampling the SFT model's replies"):
-            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                     for p in prompts[start:start + batch]]
+            texts = [template.render(p, generation=True) for p in prompts[start:start + batch]]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.no_grad():
                 ids = model.generate(**enc, do_sample=True, temperature=0.8, top_p=0.95, max_new_tokens=SAMPLE_TOKENS,

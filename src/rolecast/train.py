@@ -63,6 +63,7 @@ from .export import exportable_arch
 from .files import atomic_dir, atomic_write, read_json, sha256, write_json
 from .pack import Pack
 from .settings import TrainSettings
+from .templates import ChatTemplate
 from .train_data import Rows, load_rows, training_system_prompt
 
 log = logging.getLogger(__name__)
@@ -375,6 +376,7 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
                             "drop --qlora to train the dequantized GGUF in bf16")
     exportable_arch(source if settings.base else None, kwargs, gguf)  # before anything long: a LoRA nobody can serve is no use
     tokenizer = load_tokenizer(source, kwargs)
+    ChatTemplate.of_tokenizer(tokenizer, name=settings.base or "the default base")  # one that cannot serve stops here
     data = load_rows(pack, "train", tokenizer, settings)
     if not data.rows:
         raise EmptyResultError(f"the pack {pack.path} has no training examples" + (f" that fit --max-length {settings.max_length}" if data.skipped else ""),

@@ -14,11 +14,13 @@ silent for more than that; one longer than ``max_length`` tokens is split at tur
 boundaries (never inside a line), the next part opening on the line the character answers.
 The prompt of a scene is read once for all its replies instead of once per reply.
 Rows are pre-tokenized: ``input_ids`` and ``assistant_masks`` (1 on each assistant turn's
-tokens and its end-of-turn token), computed from the chat template's own rendering, so
-any template works, with or without ``{% generation %}`` markers.
+tokens and its end-of-turn token), laid out by the base's own chat template through
+:mod:`rolecast.templates` (which folds the system turn where a template refuses one, joins turns
+where it wants them alternating, and turns Qwen3's thinking off), so every tested family's
+official template works, with or without ``{% generation %}`` markers.
 
 ``replies``: each example is its own prompt-completion pair (the system turn and the last
-``max_context_turns`` turns → the reply), the loss on the reply; contexts too long for
+``max_context_turns`` turns → the reply), pre-tokenized the same way with the loss on the reply; contexts too long for
 ``max_length`` lose their oldest turns (then the start of the oldest one), never the reply.
 
 The splits are the pack's (by episode): a scene is in the split of its examples.
@@ -39,8 +41,7 @@ from .pack import Pack
 from .prompt import system_turns
 from .script import Line, Script
 from .settings import PerformerSettings, TrainSettings
-
-SCENE_START = "(The scene begins.)"  # the user turn chat templates need when the character speaks first
+from .templates import SCENE_START, ChatTemplate
 
 
 @dataclass
@@ -117,13 +118,18 @@ def reply_rows(pack: Pack, split: str, tokenizer, settings: TrainSettings, limit
     if limit and len(examples) > limit:
         examples = random.Random(settings.seed).sample(examples, limit)
     system = training_system_prompt(pack.card(), settings.system_turn)
+    masker = Masker(tokenizer)
 
     def count(messages):
-        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+        return len(masker.template.tokens(tokenizer, messages))
 
     fitted = [fit(conversation(ex, system, settings.max_context_turns), count, settings.max_length) for ex in examples]
     kept = [f for f in fitted if f is not None]
-    return Rows([r for r, _ in kept], [n for _, n in kept], len(fitted) - len(kept), path if path.exists() else None,
+    rows = []
+    for row, _ in kept:
+        ids, mask, _ = masker([*row["prompt"], *row["completion"]], only_last=True)
+        rows.append({"input_ids": ids, "assistant_masks": mask})
+    return Rows(rows, [len(r["input_ids"]) for r in rows], len(fitted) - len(kept), path if path.exists() else None,
                 len(kept))
 
 
@@ -165,47 +171,42 @@ def scene_conversations(pack: Pack, split: str, lead: int) -> list[list[dict]]:
 
 
 class Masker:
-    """Token ids of a conversation and the mask of its assistant turns, from the chat template's rendering.
+    """Token ids of a conversation and the mask of its assistant turns, laid out by the base's chat template.
 
-    An assistant turn spans from the end of the prompt that asks for it (``add_generation_prompt``)
-    to the end of the conversation rendered up to it: its text and end-of-turn token. A template
-    whose rendering of a prefix is not a prefix of the whole is refused.
+    An assistant turn's mask covers what the model writes when asked for that turn: the template's
+    lead (if any), the reply and its end marker (:meth:`ChatTemplate.layout`), so the mask holds on
+    templates whose rendering of a conversation's start is no prefix of the whole (Qwen3, Phi-4).
     """
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, template: ChatTemplate | None = None):
         if not getattr(tokenizer, "is_fast", False):
-            raise TrainingError("training on whole scenes needs a fast tokenizer (to map text to tokens)",
-                                "pass --data replies, or a base whose tokenizer.json loads as a fast tokenizer")
+            raise TrainingError("training needs a fast tokenizer (to map text to tokens)",
+                                "pass a base whose tokenizer.json loads as a fast tokenizer")
         self.tokenizer = tokenizer
+        self.template = template or ChatTemplate.of_tokenizer(tokenizer)
 
-    def render(self, messages: list[dict], prompt: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
-
-    def __call__(self, messages: list[dict]) -> tuple[list[int], list[int], list[int]]:
-        """(input_ids, assistant_masks, token index where each turn ends)."""
-        prefixes = [self.render(messages[:k + 1]) for k in range(len(messages))]
-        text = prefixes[-1]
-        spans = [(len(self.render(messages[:k], prompt=True)), len(prefixes[k]))
-                 for k, message in enumerate(messages) if message["role"] == "assistant"]
-        if not all(text.startswith(prefix) for prefix in prefixes):
-            raise TrainingError("the base's chat template renders a conversation's start differently from the whole",
-                                "pass --data replies to train one reply at a time")
-        ends = [len(prefix) for prefix in prefixes]
+    def __call__(self, messages: list[dict], only_last: bool = False) -> tuple[list[int], list[int], list[int]]:
+        """(input_ids, assistant_masks, token index where each given message ends); ``only_last``: the loss on
+        the last assistant turn alone."""
+        _, owner = self.template.normalize_map(messages)
+        text, turns = self.template.layout(messages)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         starts = [start for start, _ in offsets]
+        spans = [t.span for t in turns if t.role == "assistant"]
         mask = [0] * len(ids)
-        for a, b in spans:
+        for a, b in spans[-1:] if only_last else spans:
             for t in range(bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)):
                 mask[t] = 1
-        return ids, mask, [bisect.bisect_left(starts, e) for e in ends]
+        ends = [bisect.bisect_left(starts, t.end + self.template.closing(text[t.end:])) for t in turns]
+        return ids, mask, [ends[owner[i]] for i in range(len(messages))]
 
 
 def chunks(turns: list[dict], system: dict, masker: Masker, max_length: int, counts: Counter) -> list[dict]:
     """Rows of at most ``max_length`` tokens, split at turn boundaries, each with at least one assistant turn."""
     rows: list[dict] = []
     while turns:
-        # Rendering costs the square of the turns: look at about what fills a row (English: ~4 characters a token).
+        # Lay out about what fills a row (English: ~4 characters a token), not the whole stretch.
         window, chars = 0, 0
         while window < len(turns) and chars <= 4 * max_length:
             chars += len(turns[window]["content"])
@@ -224,6 +225,9 @@ def chunks(turns: list[dict], system: dict, masker: Masker, max_length: int, cou
             continue
         if take < len(turns):
             ids, mask, _ = masker([system, *_user_first(turns[:take])])
+            while len(ids) > max_length and take > 1:  # the template closes a shorter conversation differently
+                take -= 1
+                ids, mask, _ = masker([system, *_user_first(turns[:take])])
         if any(mask):
             rows.append({"input_ids": ids, "assistant_masks": mask})
             counts["replies"] += sum(t["role"] == "assistant" for t in turns[:take])

@@ -25,9 +25,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..base_model import CHATML, default_model_path, from_pretrained, resolve_model
+from ..base_model import default_model_path, from_pretrained, resolve_model
 from ..errors import MessageError, ModelError, SettingsError, first_line, require
 from ..settings import BackendSettings, GenerationSettings
+from ..templates import ChatTemplate
 from .base import DRY_BREAKERS, Backend, Completion, Message, StopScanner
 
 PENALTY_LAST_N = 64  # the llamacpp backend's penalty window
@@ -136,7 +137,7 @@ class TransformersBackend(Backend):
         self.tokenizer, self.model = self._load(self.source, kwargs)
         if adapter:
             self._apply_adapter(adapter)
-        self.template = None if self.tokenizer.chat_template else CHATML
+        self.template = ChatTemplate.of_tokenizer(self.tokenizer, name=self.source)
         self.eos_ids = self._eos_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._breakers: frozenset[int] | None = None
@@ -180,8 +181,7 @@ class TransformersBackend(Backend):
 
     # -- tokens ----------------------------------------------------------------
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
-        return list(self.tokenizer.apply_chat_template(
-            messages, chat_template=self.template, add_generation_prompt=True, tokenize=True, return_dict=False))
+        return self.template.tokens(self.tokenizer, messages, generation=True)
 
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self.prompt_tokens(messages))

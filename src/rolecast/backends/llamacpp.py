@@ -22,9 +22,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..base_model import CHATML, check_gguf, check_lora, cpu_has_amx, default_model_path
+from ..base_model import check_gguf, check_lora, cpu_has_amx, default_model_path
 from ..errors import MessageError, ModelError, require
 from ..settings import BackendSettings, GenerationSettings
+from ..templates import ChatTemplate
 from .base import DRY_BREAKERS, Backend, Completion, Message, StopScanner
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class LlamaCppBackend(Backend):
     def __init__(self, settings: BackendSettings, adapter: str | None = None):
         super().__init__(settings, adapter)
         self.lib = require("llama_cpp", "chat")
-        from llama_cpp import _internals, llama_chat_format
+        from llama_cpp import _internals
 
         self._internals = _internals
         self.path = check_gguf(Path(settings.model)) if settings.model else default_model_path()
@@ -71,11 +72,8 @@ class LlamaCppBackend(Backend):
         if adapter:
             self._apply_adapter(Path(adapter))
         meta = self.model.metadata()
-        self.formatter = llama_chat_format.Jinja2ChatFormatter(
-            template=meta.get("tokenizer.chat_template") or CHATML,
-            eos_token=self._piece(self.model.token_eos()),
-            bos_token=self._piece(self.model.token_bos()),
-        )
+        self.template = ChatTemplate(meta.get("tokenizer.chat_template"), bos=self._piece(self.model.token_bos()),
+                                     eos=self._piece(self.model.token_eos()), name=self.path.name)
         self._cached: list[int] = []  # tokens whose KV is in sequence 0
         self._buf = ctypes.create_string_buffer(256)
         self._lock = threading.Lock()
@@ -128,8 +126,11 @@ class LlamaCppBackend(Backend):
         return self.model.token_to_piece(token, special=True).rstrip(b"\0").decode("utf-8", "replace")
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
-        prompt = self.formatter(messages=messages).prompt
-        return self.model.tokenize(prompt.encode("utf-8"), add_bos=self.model.add_bos_token(), special=True)
+        prompt = self.template.render(messages, generation=True)
+        add_bos = self.model.add_bos_token()
+        if add_bos and self.template.bos and prompt.startswith(self.template.bos):
+            prompt = prompt[len(self.template.bos):]  # the template writes BOS itself (Llama 3, Gemma): once, not twice
+        return self.model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self.prompt_tokens(messages))
