@@ -1,6 +1,6 @@
 """Chat engine speed and memory, as ratios against bare llama-cpp-python measured in the same run.
 
-    .venv/bin/python benchmarks/chat.py [--pack packs/house] [--rounds 12]
+    .venv/bin/python benchmarks/chat.py [--pack packs/house] [--rounds 12] [--model base.gguf] [--threads N]
 
 Prints:
 1. streamed decode tokens/s of one candidate: rolecast's Performer vs bare
@@ -76,9 +76,10 @@ def ours_stream(performer, message, gen) -> tuple[float, float, int]:
     return (first or end) - start, end - (first or end), stream.reply.completion_tokens
 
 
-def peak_rss_of_chat(pack: Path) -> float:
+def peak_rss_of_chat(pack: Path, model: Path | None = None) -> float:
     """Peak resident memory (GB) of `rolecast chat PACK` answering two messages, read from /proc."""
-    proc = subprocess.Popen([sys.executable, "-m", "rolecast.cli", "chat", str(pack), "--seed", "1"],
+    extra = ["--model", str(model), "--no-adapter"] if model else []
+    proc = subprocess.Popen([sys.executable, "-m", "rolecast.cli", "chat", str(pack), "--seed", "1", *extra],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     proc.stdin.write("Hello there.\nIs it lupus?\n/quit\n")
     proc.stdin.close()
@@ -98,6 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pack", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=len(MESSAGES))
+    parser.add_argument("--model", type=Path, default=None, help="another GGUF base (default: the bundled one)")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads on both sides (0: every core)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from llama_cpp import Llama
@@ -109,12 +112,16 @@ def main() -> None:
 
     guard_amx()  # bare Llama gets the model parameters rolecast's backend uses
     pack = args.pack or default_pack()
-    performer = Performer.load(pack, BackendSettings(no_adapter=True))  # the base model, as bare runs it
+    model = args.model or default_model_path()
+    threads = args.threads or os.cpu_count()
+    # The base model, as bare runs it.
+    performer = Performer.load(pack, BackendSettings(model=str(model) if args.model else None, no_adapter=True,
+                                                     threads=threads))
     # DRY is rolecast's and bare llama-cpp-python's Llama has no DRY: off on both sides for a fair rate.
     gen = GenerationSettings(max_tokens=96, dry_multiplier=0.0, seed=7)
-    llm = Llama(model_path=str(default_model_path()), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+    llm = Llama(model_path=str(model), n_ctx=2048, n_threads=threads, verbose=False)
     messages = (MESSAGES * 4)[: args.rounds]
-    print(f"pack: {pack} ({performer.character}); rounds: {len(messages)}; model: {default_model_path().name}")
+    print(f"pack: {pack} ({performer.character}); rounds: {len(messages)}; model: {model.name}; threads: {threads}")
 
     # Warm both (page in the model, first-call costs).
     ours_stream(performer, "Hello.", gen)
@@ -157,7 +164,7 @@ def main() -> None:
           f"p95 {times[int(0.95 * len(times))] * 1000:.1f} ms (target ≤ 20 ms)")
     llm.close()
     performer.backend.close()
-    print(f"5. peak RSS of `rolecast chat {pack.name}`: {peak_rss_of_chat(pack):.2f} GB (target ≤ 1.5 GB)")
+    print(f"5. peak RSS of `rolecast chat {pack.name}`: {peak_rss_of_chat(pack, args.model):.2f} GB (target ≤ 1.5 GB)")
 
 
 if __name__ == "__main__":

@@ -238,12 +238,29 @@ def fast_gguf_loading():
             gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
 
+def is_named(ref: str | None) -> bool:
+    """Whether ``ref`` is a named base (``rolecast models``) and no file or folder of that name is here."""
+    from .bases import named
+
+    return named(ref) is not None and not Path(ref).expanduser().exists()
+
+
+def gguf_path(ref: str | None) -> Path:
+    """``--model`` for llama.cpp → the GGUF file: the bundled one, a named base's pulled file, or a checked path."""
+    if ref is None:
+        return default_model_path()
+    if is_named(ref):
+        from .bases import local_file, named
+
+        return local_file(named(ref))
+    return check_gguf(Path(ref).expanduser())
+
+
 def resolve_model(ref: str | None) -> tuple[str, dict]:
     """``--model``/``--base`` → (what ``from_pretrained`` takes, its extra arguments)."""
-    if ref is None:
-        path = default_model_path()
+    path = gguf_path(ref) if ref is None or is_named(ref) else Path(ref).expanduser()
+    if ref is None or is_named(ref):
         return str(path.parent), {"gguf_file": path.name}
-    path = Path(ref).expanduser()
     if path.suffix.lower() == ".gguf" or path.is_file():
         path = check_gguf(path)
         return str(path.parent), {"gguf_file": path.name}

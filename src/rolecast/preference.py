@@ -39,6 +39,7 @@ from .examples import read_examples
 from .pack import Pack
 from .progress import bar
 from .settings import TrainSettings
+from .templates import ChatTemplate
 from .train import (
     Budget,
     checkpointing,
@@ -51,7 +52,6 @@ from .train import (
     run_trainer,
     save_adapter,
 )
-from .templates import ChatTemplate
 from .train_data import conversation, fit, training_system_prompt
 
 log = logging.getLogger(__name__)

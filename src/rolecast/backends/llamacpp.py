@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..base_model import check_gguf, check_lora, cpu_has_amx, default_model_path
+from ..base_model import check_lora, cpu_has_amx, gguf_path
 from ..errors import MessageError, ModelError, require
 from ..settings import BackendSettings, GenerationSettings
 from ..templates import ChatTemplate
@@ -62,7 +62,7 @@ class LlamaCppBackend(Backend):
         from llama_cpp import _internals
 
         self._internals = _internals
-        self.path = check_gguf(Path(settings.model)) if settings.model else default_model_path()
+        self.path = gguf_path(settings.model)
         self._silence_llama_log()
         threads = settings.threads or max(1, os.cpu_count() or 1)
         self.model = self._load_model(str(self.path))
