@@ -183,3 +183,29 @@ def test_training_refuses_such_a_base_before_loading_the_model(tmp_path, short_p
     monkeypatch.setattr(train_module, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     with pytest.raises(TemplateError, match="cannot be used"):
         train_module.train(short_pack, TrainSettings(max_steps=1), progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, fixture", [("gemma2", "google-gemma-2-2b-it"), ("qwen3", "Qwen-Qwen3-0.6B"),
+                                           ("llama", "meta-llama-Llama-3.2-3B-Instruct")])
+def test_llama_cpp_chats_on_a_gguf_carrying_the_real_template(arch, fixture, tmp_path, spm_tokenizer, llama_converter):
+    """A tiny random base of the architecture, converted by llama.cpp's own converter with the family's template in
+    its metadata: the llamacpp backend renders a system-led conversation (Gemma 2 raised before) and answers."""
+    import json
+
+    from conftest import tiny_model
+    from rolecast.backends.llamacpp import LlamaCppBackend
+    from rolecast.settings import BackendSettings, GenerationSettings
+
+    folder = tiny_model(arch, tmp_path / arch, spm_tokenizer)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": (TEMPLATES / f"{fixture}.jinja").read_text()}))
+    backend = LlamaCppBackend(BackendSettings(model=str(llama_converter(folder, tmp_path / "gguf" / f"{arch}.gguf")), n_ctx=512))
+    try:
+        assert backend.template.source == (TEMPLATES / f"{fixture}.jinja").read_text()
+        prompt = backend.model.detokenize(backend.prompt_tokens(SCENE[:-1]), special=True).decode()
+        assert SYSTEM in prompt and prompt.count("<s>") <= 1
+        replies = backend.complete(SCENE[:-1], GenerationSettings(max_tokens=4, seed=1), n=2)
+        assert len(replies) == 2
+    finally:
+        backend.close()

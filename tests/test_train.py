@@ -314,3 +314,14 @@ def test_large_buffers_are_mapped_unless_the_environment_says_otherwise(monkeypa
     assert map_large_buffers(4) and not map_large_buffers(0)
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert not map_large_buffers(4), "the user's own setting wins"
+
+
+def test_training_says_how_long_an_epoch_will_take_before_it_starts():
+    torch = pytest.importorskip("torch")
+    from rolecast.train import epoch_estimate
+
+    model = torch.nn.Linear(1000, 135_000)  # 135M parameters
+    one = epoch_estimate(1_032_731, model, "cpu", TrainSettings(precision="bf16"))
+    assert "about 57 minutes on two CPU cores with bf16" in one, one
+    assert "without bf16" in epoch_estimate(1_032_731, model, "cpu", TrainSettings(precision="fp32"))
+    assert "caps it" in epoch_estimate(1000, model, "cpu", TrainSettings(max_minutes=60))

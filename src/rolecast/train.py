@@ -200,6 +200,22 @@ def progress_callback():
     return LossProgress()
 
 
+def epoch_estimate(tokens: int, model, device: str, settings: TrainSettings) -> str:
+    """What an epoch of ``tokens`` will take here, said before training starts (an estimate: bases.tokens_per_s)."""
+    import torch
+
+    from .bases import tokens_per_s
+
+    params = sum(p.numel() for p in model.parameters()) / 1e9
+    kind = "gpu" if device == "cuda" else "bf16" if mixed_precision(settings.precision, device, torch) else "fp32"
+    minutes = tokens / tokens_per_s(params, kind) / 60
+    where = {"gpu": "one GPU (a FLOP estimate)", "bf16": "two CPU cores with bf16",
+             "fp32": "two CPU cores without bf16"}[kind]
+    return (f"an epoch of {tokens:,} tokens on a {params:.2f}B base: about {minutes:,.0f} minutes on {where}, "
+            f"estimated from the 135M base's measured pace" + (f" (--max-minutes {settings.max_minutes:g} caps it)"
+                                                                if settings.max_minutes else ""))
+
+
 def batching(strategy: str, settings: TrainSettings, mean_length: float) -> dict[str, Any]:
     """SFTConfig arguments for a batching strategy; an optimizer step always sees about batch_size × grad_accum examples."""
     sizes = {"per_device_train_batch_size": settings.batch_size, "per_device_eval_batch_size": settings.batch_size,
@@ -400,6 +416,7 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
         cap_steps(trainer, settings)
         log.info("training %s on %s (%s, %d examples, %d skipped as too long); if interrupted, continue with: %s",
                  pack.character, base["base_name"], device, len(data.rows), data.skipped, command)
+        log.info("%s", epoch_estimate(sum(data.lengths), model, device, settings))
         output = run_trainer(trainer, checkpoint, budget, out, command)
         stopped, eval_loss = stop_reason(trainer, budget, settings), final_eval_loss(trainer)
         if rank:  # the first process writes the pack: the adapter is the same in every one
