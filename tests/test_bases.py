@@ -184,4 +184,4 @@ def test_a_pulled_base_serves_by_name_and_an_unpulled_one_says_how_to_pull(hub, 
     after = rolecast(["say", str(sample_pack), "Hello.", "--model", BASE.name, "--no-adapter", "--json"], tmp_path,
                      "http://127.0.0.1:9")
     assert after.returncode == 0, after.stderr
-    assert json.loads(after.stdout)["reply"]
+    assert json.loads(after.stdout)["text"]
