@@ -229,10 +229,11 @@ def test_blind_turn_shows_two_replies_and_stores_the_vote(tmp_path, backend):
     assert vote["choice"] == "b" and {vote["variant_a"], vote["variant_b"]} == {"prompt", "retrieval"}
     assert "prompt" not in a + b and "retrieval" not in a + b
     service.close()
-    summary = vote_summary(tmp_path / "chat.db", "maggie", rounds=50)
+    summary = vote_summary(tmp_path / "chat.db", "maggie")
     assert summary["votes"] == 1 and list(summary["pairs"]) == ["prompt vs retrieval"]
     winner = vote["variant_b"]
     assert summary["pairs"]["prompt vs retrieval"]["win"] == (1.0 if winner == "prompt" else 0.0)
+    assert summary["pairs"]["prompt vs retrieval"]["ci"] != summary["pairs"]["prompt vs retrieval"]["ci"], "no interval of 1 vote"
 
 
 def test_blind_turn_that_fails_stores_nothing_and_undo_drops_a_pending_vote(tmp_path, backend):

@@ -54,6 +54,7 @@ from .progress import bar
 from .prompt import build_prompt
 from .replay import answered, held_out_scenes, knowledge, replay
 from .settings import BackendSettings, EvalSettings, GenerationSettings, PerformerSettings
+from .stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
     if settings.votes:
         from .votes import vote_summary
 
-        metrics["votes"] = vote_summary(settings.votes, pack.name, settings.bootstrap, settings.seed)
+        metrics["votes"] = vote_summary(settings.votes, pack.name)
     write_report(pack, metrics, {name: run["rows"] for name, run in runs.items()}, cases)
     return metrics
 
@@ -284,15 +285,6 @@ def distinct(texts: list[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def bootstrap(values: np.ndarray, stat, rounds: int, seed: int) -> tuple[float, float]:
-    if len(values) < 2 or rounds <= 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), size=(rounds, len(values)))
-    stats = np.array([stat(values[idx]) for idx in picks])
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
-
-
 def summarise(rows: list[dict], encoder, rounds: int, seed: int) -> dict[str, Any]:
     """Means with 95% bootstrap intervals of every per-example figure, perplexity, distinct-n and speed."""
     replies, reals = [r["reply"] for r in rows], [r["real"] for r in rows]
@@ -305,10 +297,10 @@ def summarise(rows: list[dict], encoder, rounds: int, seed: int) -> dict[str, An
     out: dict[str, Any] = {}
     for key in PER_EXAMPLE:
         values = np.array([r[key] for r in rows], dtype=float)
-        out[key] = {"mean": float(values.mean()), "ci": bootstrap(values, np.mean, rounds, seed)}
+        out[key] = {"mean": float(values.mean()), "ci": bootstrap_ci(values, rounds=rounds, seed=seed)}
     nll = np.array([[r["nll"], r["nll_tokens"]] for r in rows], dtype=float)
     ppl = lambda a: math.exp(a[:, 0].sum() / a[:, 1].sum())  # noqa: E731 - token-weighted, as perplexity is defined
-    out["perplexity"] = {"mean": ppl(nll), "ci": bootstrap(nll, ppl, rounds, seed)}
+    out["perplexity"] = {"mean": ppl(nll), "ci": bootstrap_ci(nll, ppl, rounds, seed)}
     out["distinct_1"], out["distinct_2"] = distinct(replies, 1), distinct(replies, 2)
     seconds = sum(r["latency_s"] for r in rows)
     out["tokens_per_s"] = sum(r["tokens"] for r in rows) / seconds if seconds else 0.0

@@ -49,6 +49,7 @@ import numpy as np
 from .errors import EmptyResultError
 from .pack import Pack
 from .script import NON_CHARACTERS
+from .stats import bootstrap_ci
 from .style import roc_auc, split_episodes
 
 log = logging.getLogger(__name__)
@@ -360,13 +361,8 @@ def discriminator(encoder, real: list[str], replies: list[str], rounds: int = 10
         held = fold == f
         oof[held] = _logistic(C=0.1, seed=seed).fit(x[~held], y[~held]).predict_proba(x[held])[:, 1]
     auc = roc_auc(y, oof)
-    rng = np.random.default_rng(seed + 1)
-    stats = []
-    for _ in range(rounds):
-        idx = rng.integers(0, n, size=n)
-        both = np.concatenate([idx, idx + n])
-        stats.append(roc_auc(y[both], oof[both]))
-    ci = (float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))) if stats else (float("nan"),) * 2
+    # A pair (a real reply and the variant's reply to the same context) is resampled together.
+    ci = bootstrap_ci(np.c_[y, oof], lambda rows: roc_auc(rows[:, 0], rows[:, 1]), rounds, seed + 1, groups=2)
     return {"auc": round(float(auc), 4), "ci": ci, "n": n}
 
 
@@ -424,16 +420,13 @@ def pairwise(scores: dict[str, np.ndarray], rounds: int = 1000, seed: int = 13) 
     Ties count half. ``{"a vs b": {"win": 0.62, "ci": (0.55, 0.69), "n": 200}}``.
     """
     out = {}
-    rng = np.random.default_rng(seed)
     for a, b in combinations(scores, 2):
         sa, sb = np.asarray(scores[a], dtype=float), np.asarray(scores[b], dtype=float)
         n = min(len(sa), len(sb))
         if not n:
             continue
         wins = (sa[:n] > sb[:n]) + 0.5 * (sa[:n] == sb[:n])
-        picks = rng.integers(0, n, size=(rounds, n)) if rounds else None
-        ci = ((float(np.percentile(wins[picks].mean(axis=1), 2.5)), float(np.percentile(wins[picks].mean(axis=1), 97.5)))
-              if picks is not None and n > 1 else (float("nan"), float("nan")))
+        ci = bootstrap_ci(wins, rounds=rounds, seed=seed)
         out[f"{a} vs {b}"] = {"a": a, "b": b, "win": round(float(wins.mean()), 4), "ci": ci, "n": int(n)}
     return out
 

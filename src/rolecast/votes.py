@@ -4,7 +4,8 @@
     rolecast eval packs/house --votes packs/house.db           # the votes join the report
 
 Each vote compares two variants' replies to one message; the page never shows which is
-which, and the order is drawn at random. A tie counts half to each side.
+which, and the order is drawn at random. A tie counts half to each side. Intervals are Wilson
+score intervals (``stats.wilson_ci``), shown only from ``stats.MIN_VOTES`` votes of a pair.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from .errors import SettingsError
+from .stats import wilson_ci
 
 
-def vote_summary(db: str | Path, character: str, rounds: int = 1000, seed: int = 13) -> dict[str, Any]:
+def vote_summary(db: str | Path, character: str) -> dict[str, Any]:
     """``{"votes", "ties", "pairs": {"a vs b": {"a", "b", "win", "ci", "n"}}}`` for one character's decided votes."""
     from .store import Store
 
@@ -37,13 +39,9 @@ def vote_summary(db: str | Path, character: str, rounds: int = 1000, seed: int =
         ties += row["choice"] == "tie"
         key, score = ((a, b), score) if a <= b else ((b, a), 1.0 - score)  # one orientation per pair
         outcomes.setdefault(key, []).append(score)
-    rng = np.random.default_rng(seed)
     pairs = {}
     for (a, b), scores in sorted(outcomes.items()):
         values = np.asarray(scores)
-        ci = (float("nan"), float("nan"))
-        if len(values) > 1 and rounds:
-            means = values[rng.integers(0, len(values), size=(rounds, len(values)))].mean(axis=1)
-            ci = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+        ci = wilson_ci(float(values.sum()), len(values))
         pairs[f"{a} vs {b}"] = {"a": a, "b": b, "win": round(float(values.mean()), 4), "ci": ci, "n": len(values)}
     return {"votes": len(rows), "ties": ties, "pairs": pairs, "variants": sorted({v for key in outcomes for v in key})}
