@@ -62,14 +62,86 @@ def test_held_apart_judge_is_fitted_on_test_episodes_only(sample_pack):
     assert judges.style_validation["character_lines"] == characters
 
 
-def test_discriminator_is_half_for_the_real_replies_and_one_for_a_constant(judges, cases):
+def test_the_discriminators_checks_can_fail(judges, cases, monkeypatch):
+    """Its checks are not true by construction: another speaker's lines must be told apart (they are, here), and
+    the check fails when 'another speaker' is the character; two halves of the character must not be told apart,
+    and that check fails for a discriminator that scores the lines it was fitted on."""
+    from rolecast.evaluate import discriminator_checks
+    from rolecast.script import NAME_PREFIX
+
     real = [c["reply"] for c in cases]
-    same = discriminator(judges.encoder, real, real, rounds=200)
-    assert 0.4 <= same["auc"] <= 0.6, same
+    others = [NAME_PREFIX.sub("", c["message"]) for c in cases]
+    checks = discriminator_checks(judges.encoder, real, others, rounds=100, seed=1)
+    assert checks["versus_others"]["auc"] >= checks["bar"] and checks["halves"]["auc"] < checks["bar"], checks
+    assert checks["trusted"]
+    rng = np.random.default_rng(0)
+    as_others = [real[i] for i in rng.permutation(len(real))]
+    assert not discriminator_checks(judges.encoder, real, as_others, rounds=0, seed=1)["trusted"], "self vs self"
     constant = discriminator(judges.encoder, real, ["Hm."] * len(real), rounds=200)
-    assert constant["auc"] >= 0.95, constant
-    low, high = constant["ci"]
-    assert low <= constant["auc"] <= high
+    assert constant["auc"] >= 0.95 and constant["ci"][0] <= constant["auc"] <= constant["ci"][1]
+
+    from sklearn.linear_model import LogisticRegression
+
+    import rolecast.evaluate as ev
+    from rolecast.style import roc_auc
+
+    def in_sample(encoder, a, b, rounds=0, seed=13):  # fitted and scored on the same lines
+        x, y = encoder.encode(a + b), np.r_[np.zeros(len(a)), np.ones(len(b))]
+        return {"auc": roc_auc(y, LogisticRegression(C=100.0, max_iter=2000).fit(x, y).predict_proba(x)[:, 1]), "ci": (np.nan, np.nan)}
+
+    monkeypatch.setattr(ev, "discriminator", in_sample)
+    leaky = discriminator_checks(judges.encoder, real, others, rounds=0, seed=1)
+    assert leaky["halves"]["auc"] >= 0.6 and not leaky["trusted"]
+
+
+def test_each_reply_is_scored_by_a_style_model_that_never_saw_its_group():
+    """Random lines with random labels: a model that saw a line memorises it (in-sample AUC near 1), one that did
+    not can only guess. Scoring every reply with one fold's model, or fitting a fold on all rows, fails here."""
+    from rolecast.judges import FOLDS, Judges, Line, fit_style
+
+    rng = np.random.default_rng(0)
+    texts = [f"line {i}" for i in range(240)]
+    vectors = {t: rng.normal(size=256) for t in texts}  # more dimensions than lines: a fitted model memorises
+
+    class Encoder:
+        dim = 256
+
+        def encode(self, batch, batch_size=128):
+            return np.stack([vectors[t] for t in batch])
+
+    speakers = ["Ann" if i % 2 else "Bob" for i in range(len(texts))]
+    lines = [Line(f"s01e{i % 12:02d}-1-{i}", f"s01e{i % 12:02d}", speakers[i], texts[i], "") for i in range(len(texts))]
+    models, validation = fit_style(lines, "Ann", Encoder(), seed=3)
+    assert len(models) == FOLDS
+    judges = Judges(Encoder(), models, validation, None, {}, by_scene=False, seed=3)
+    y = np.array([s == "Ann" for s in speakers])
+    scored = judges.style([line.id for line in lines], texts)
+    from rolecast.style import roc_auc
+
+    assert roc_auc(y, scored) < 0.65, "out-of-fold scores of random labels cannot separate them"
+    from rolecast.judges import style_features
+
+    seen = models[0].predict_proba(style_features(Encoder(), texts))[:, 1]  # what scoring with one model would give
+    assert roc_auc(y, seen) > 0.8, "a model that saw the lines separates them: this test can fail"
+
+
+def test_a_fold_without_both_classes_outside_it_is_refused_not_fitted_in_sample():
+    from rolecast.errors import EmptyResultError
+    from rolecast.judges import Line, fit_style, fold_of
+
+    class Encoder:
+        dim = 4
+
+        def encode(self, batch, batch_size=128):
+            return np.ones((len(batch), 4))
+
+    # Ann speaks in one episode only: outside its fold there is no line of hers.
+    episodes = [f"s01e{i:02d}" for i in range(20)]
+    hers = next(e for e in episodes if fold_of(e, 3) == 0)
+    lines = [Line(f"{hers}-1-{i}", hers, "Ann", f"mine {i} words", "") for i in range(12)]
+    lines += [Line(f"{e}-1-{i}", e, "Bob", f"his {e} {i} words", "") for e in episodes if e != hers for i in range(2)]
+    with pytest.raises(EmptyResultError, match="cannot be cross-fitted"):
+        fit_style(lines, "Ann", Encoder(), seed=3)
 
 
 def test_copy_rate_catches_near_verbatim_training_lines(sample_pack):

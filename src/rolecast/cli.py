@@ -194,8 +194,9 @@ def eval_command(ctx: click.Context, pack: Path, **options) -> None:
     from .evaluate import evaluate, recommend
     from .pack import Pack
 
-    settings, backend, gen = split_options(options, ctx, (EvalSettings, BackendSettings, GenerationSettings))
-    metrics = evaluate(Pack.open(pack), settings, backend, gen)
+    settings, backend, gen, perf = split_options(options, ctx, (EvalSettings, BackendSettings, GenerationSettings,
+                                                                PerformerSettings))
+    metrics = evaluate(Pack.open(pack), settings, backend, gen, perf)  # the performer settings the user serves with
     best = recommend(metrics)
     judges = metrics["judges"]
     click.echo(f"Evaluated {', '.join(metrics['variants'])} on {metrics['examples']} test exchanges; "
@@ -205,6 +206,8 @@ def eval_command(ctx: click.Context, pack: Path, **options) -> None:
                f"{judges['held_apart']['auc']:.3f}")
     if best:
         click.echo(f"Serve {best}: {metrics['recommendation']['why']}.")
+    elif metrics.get("recommendation"):
+        click.echo(f"No recommendation: {metrics['recommendation']['why']}.")
 
 
 @cli.command()

@@ -48,11 +48,12 @@ from .judges import (
 )
 from .pack import Pack, slug
 from .performer import VARIANTS, Performer, Variant, pack_adapter, pack_backend, repetition, variant_settings
-from .postprocess import breaks_persona, loops
+from .postprocess import PostProcessor, breaks_persona, loops
 from .probes import probes
 from .progress import bar
 from .prompt import build_prompt
 from .replay import answered, held_out_scenes, knowledge, replay
+from .script import NAME_PREFIX
 from .settings import BackendSettings, EvalSettings, GenerationSettings, PerformerSettings
 from .stats import bootstrap_ci
 
@@ -63,8 +64,13 @@ PER_EXAMPLE = ("coherence", "off_topic", "held_apart", "style", "copy", "rouge_l
                "loop", "impersonation_raw", "impersonation")
 
 
-def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: GenerationSettings) -> dict[str, Any]:
-    """Run every variant (reusing finished ones), judge them, write the report into ``pack/eval``, return the metrics."""
+def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: GenerationSettings,
+             perf: PerformerSettings | None = None) -> dict[str, Any]:
+    """Run every variant (reusing finished ones), judge them, write the report into ``pack/eval``, return the metrics.
+
+    ``perf`` is what the user serves with (their ``[performer]`` config and ``ROLECAST_*`` variables, as the CLI
+    resolves them); each variant changes only what defines it (``variant_settings``)."""
+    perf = perf or PerformerSettings()
     unknown = [v for v in settings.variants if v not in VARIANTS]
     if unknown:
         raise SettingsError(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
@@ -78,8 +84,8 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
     style = StyleScorer.load(pack)  # the reranker's own classifier: shown, never trusted alone
     scenes = held_out_scenes(pack, settings.scenes, settings.seed) if settings.scenes else []
     asked = knowledge(pack) if settings.knowledge else []
-    cache = RunCache(pack, settings, backend, gen)
-    backends = _Backends(pack, backend)
+    cache = RunCache(pack, settings, backend, gen, perf)
+    backends = _Backends(pack, backend, perf)
     runs: dict[str, dict] = {}
     try:
         for name in settings.variants:
@@ -101,6 +107,7 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
     started = time.perf_counter()
     judges = Judges.fit(pack, settings.seed, embedder())
     fitted = time.perf_counter()
+    recompute(pack, runs)
     metrics = judge_runs(pack, runs, cases, judges, style, settings)
     metrics["seconds"] = {"variants": {n: r.get("seconds") for n, r in runs.items()},
                           "judges_fit": round(fitted - started, 1), "judging": round(time.perf_counter() - fitted, 1)}
@@ -121,7 +128,7 @@ def run_variant(performer: Performer, variant: Variant, cases: list[dict], scene
     start = time.perf_counter()
     rows = [run_case(performer, variant, case, gen.updated(seed=settings.seed + i))
             for i, case in enumerate(bar(cases, f"eval {name}"))]
-    breaks = probe_breaks(performer, variant, gen, settings) if settings.probes else None
+    probed = probe_replies(performer, variant, gen, settings) if settings.probes else []
     played = []
     for k, scene in enumerate(bar(scenes, f"eval {name}: scenes")):
         def answer(line_id, history, message, real, turn, k=k):
@@ -133,7 +140,7 @@ def run_variant(performer: Performer, variant: Variant, cases: list[dict], scene
         case = {"id": f"knowledge{i}", "history": [], "message": probe["message"], "reply": "."}
         row = run_case(performer, variant, case, gen.updated(seed=settings.seed + 13 * i), score=False)
         known.append({**probe, "reply": row["reply"], "answered": answered(row["reply"], probe["expect"])})
-    return {"rows": rows, "breaks": breaks, "scenes": played, "knowledge": known,
+    return {"rows": rows, "probes": probed, "scenes": played, "knowledge": known,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -141,15 +148,18 @@ class RunCache:
     """Finished variants of one evaluation setup, so that a failure or Ctrl-C keeps them and a re-run resumes.
 
     Keyed by everything a variant's replies depend on: the settings (but the report-only
-    ones), the pack's examples, index, style classifier and adapter.
+    ones), the performer settings served with, the pack's examples, index, style classifier,
+    adapter and card, rolecast's version and the source of the code that makes a reply (an
+    upgrade that changes the loop rule or the rerank runs the variants again).
     """
 
-    def __init__(self, pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: GenerationSettings):
+    def __init__(self, pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: GenerationSettings,
+                 perf: PerformerSettings):
         parts = {p: pack.info.get("parts", {}).get(p, {}).get("checksum") for p in
                  ("examples", "index", "style", "adapter", "adapter_gguf", "card")}
         fixed = settings.model_dump(exclude={"variants", "bootstrap", "votes", "resume"})
-        blob = json.dumps([fixed, backend.model_dump(), gen.model_dump(), parts, CACHE_FORMAT], sort_keys=True,
-                          default=str)
+        blob = json.dumps([fixed, backend.model_dump(), gen.model_dump(), perf.model_dump(), parts, CACHE_FORMAT,
+                           reply_code()], sort_keys=True, default=str)
         self.folder = pack.path / ".eval-runs" / hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def load(self, name: str) -> dict | None:
@@ -163,7 +173,44 @@ class RunCache:
         write_json(self.folder / f"{slug(name)}.json", run)
 
 
-CACHE_FORMAT = "rolecast-eval-run/1"
+CACHE_FORMAT = "rolecast-eval-run/2"
+#: The modules whose code decides a reply's text.
+REPLY_CODE = ("performer", "postprocess", "prompt", "templates", "retrieval", "style", "backends.base",
+              "backends.llamacpp", "backends.hf", "backends.openai")
+
+
+def reply_code() -> str:
+    """rolecast's version and a digest of the source of every module that makes a reply."""
+    import importlib.metadata
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for name in REPLY_CODE:
+        spec = importlib.util.find_spec(f"rolecast.{name}")
+        if spec and spec.origin:
+            digest.update(Path(spec.origin).read_bytes())
+    try:
+        version = importlib.metadata.version("rolecast")
+    except importlib.metadata.PackageNotFoundError:
+        version = "source"
+    return f"{version}:{digest.hexdigest()[:16]}"
+
+
+def recompute(pack: Pack, runs: dict[str, dict]) -> None:
+    """Every per-row figure that the current code derives from a stored reply, derived again: a resumed run keeps
+    its replies, never the loop, impersonation or persona-break figures of the code that made them."""
+    post = PostProcessor(pack.character, pack.info.get("speakers", []),
+                         pack.card()["data"].get("extensions", {}).get("rolecast", {}).get("aliases", []))
+    for run in runs.values():
+        for row in [*run["rows"], *run.get("scenes", [])]:
+            row.update(loop=float(loops(row["raw"])), impersonation_raw=float(post.impersonates(row["raw"])),
+                       impersonation=float(post.impersonates(row["reply"])))
+        probed = run.get("probes")
+        if probed:
+            run["breaks"] = {"persona_break_raw": _mean([bool(breaks_persona(r["raw"]) or post.impersonates(r["raw"]))
+                                                         for r in probed]),
+                             "persona_break": _mean([bool(breaks_persona(r["reply"]) or post.impersonates(r["reply"]))
+                                                     for r in probed]), "probes": len(probed)}
 
 
 def load_cases(pack: Pack, limit: int, seed: int) -> list[dict[str, Any]]:
@@ -174,7 +221,7 @@ def load_cases(pack: Pack, limit: int, seed: int) -> list[dict[str, Any]]:
         msgs = ex["messages"]
         if not msgs or msgs[-1]["role"] != "user":
             continue
-        message = re.sub(r"^[^:\n]{1,40}: ", "", msgs[-1]["content"].split("\n")[-1])
+        message = NAME_PREFIX.sub("", msgs[-1]["content"].split("\n")[-1])
         cases.append({"id": ex["id"], "history": msgs[:-1], "message": message, "context": msgs,
                       "reply": ex["completion"][0]["content"]})
     if not cases:
@@ -187,8 +234,8 @@ def load_cases(pack: Pack, limit: int, seed: int) -> list[dict[str, Any]]:
 class _Backends:
     """The base model and, when needed, the base with the pack's adapter: each loaded once."""
 
-    def __init__(self, pack: Pack, settings: BackendSettings):
-        self.pack, self.settings = pack, settings
+    def __init__(self, pack: Pack, settings: BackendSettings, perf: PerformerSettings):
+        self.pack, self.settings, self.perf = pack, settings, perf
         self.loaded: dict[bool, Backend] = {}
         self.performers: dict[Variant, Performer] = {}
 
@@ -204,7 +251,7 @@ class _Backends:
         return self.loaded[adapter]
 
     def performer(self, variant: Variant) -> Performer:
-        perf = variant_settings(variant, PerformerSettings())
+        perf = variant_settings(variant, self.perf)
         return Performer(self.pack, self.backend(variant.adapter), perf=perf)
 
     def close(self) -> None:
@@ -245,18 +292,17 @@ def run_case(performer: Performer, variant: Variant, case: dict, gen: Generation
     return row
 
 
-def probe_breaks(performer: Performer, variant: Variant, gen: GenerationSettings, settings: EvalSettings) -> dict[str, float]:
-    """Share of probe replies that break character (say they are an AI, speak as someone else): raw and cleaned."""
+def probe_replies(performer: Performer, variant: Variant, gen: GenerationSettings,
+                  settings: EvalSettings) -> list[dict[str, str]]:
+    """The variant's raw and cleaned replies to the probe messages (``recompute`` counts the persona breaks)."""
     partners = performer.card["data"].get("extensions", {}).get("rolecast", {}).get("stats", {}).get("partners", [])
     messages = probes(partners[0]["name"] if partners else "your friend")[: settings.probe_limit]
-    raw_breaks = clean_breaks = 0
+    out = []
     for i, message in enumerate(messages):
         row = run_case(performer, variant, {"id": f"probe{i}", "history": [], "message": message, "reply": "."},
                        gen.updated(seed=settings.seed + 7 * i), score=False)
-        raw_breaks += bool(breaks_persona(row["raw"]) or row["impersonation_raw"])
-        clean_breaks += bool(breaks_persona(row["reply"]) or row["impersonation"])
-    return {"persona_break_raw": raw_breaks / len(messages), "persona_break": clean_breaks / len(messages),
-            "probes": len(messages)}
+        out.append({"message": message, "raw": row["raw"], "reply": row["reply"]})
+    return out
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -343,7 +389,8 @@ def judge_runs(pack: Pack, runs: dict[str, dict], cases: list[dict], judges: Jud
     if runs:
         for key in PAIRWISE:  # last, so each pair reads "variant vs real replies"; the recommendation skips it
             per_judge[key][REAL] = truth[key]
-    info = judge_info(pack, judges, truth, floor, encoder, real, rounds, seed)
+    others = [c["message"] for c in cases]  # another speaker's line in each same context (names dropped)
+    info = judge_info(pack, judges, truth, floor, encoder, real, others, rounds, seed)
     metrics = {"pack": pack.character, "examples": len(cases), "variants": results, "judges": info,
                "style_ceiling": float(np.mean(truth["style"])) if cases else 0.0,
                "pairwise": {key: pairwise(per_judge[key], rounds, seed) for key in PAIRWISE}}
@@ -359,21 +406,36 @@ REAL = "real replies"
 STYLE_TRUST = 0.60
 
 
-def judge_info(pack: Pack, judges: Judges, truth: dict, floor: float, encoder, real: list[str], rounds: int,
-               seed: int) -> dict[str, Any]:
+#: The discriminator is trusted when it tells the character's lines from another speaker's in the same contexts at
+#: least this well (the held-apart judge's bar: the same task, one classifier per comparison), and cannot tell
+#: two halves of the character's own lines apart beyond it.
+DISCRIMINATOR_TRUST = 0.60
+
+
+def discriminator_checks(encoder, real: list[str], others: list[str], rounds: int, seed: int) -> dict[str, Any]:
+    """Two checks that can fail: the character vs other speakers (must separate), the character vs itself (must not)."""
+    order = np.random.default_rng(seed).permutation(len(real))
+    half = len(real) // 2
+    a, b = [real[i] for i in order[:half]], [real[i] for i in order[half:2 * half]]
+    versus_others = discriminator(encoder, real, others, rounds, seed)
+    halves = discriminator(encoder, a, b, rounds, seed)
+    trusted = (versus_others["auc"] >= DISCRIMINATOR_TRUST and not halves["auc"] >= DISCRIMINATOR_TRUST)
+    return {"versus_others": versus_others, "halves": halves, "trusted": bool(trusted), "bar": DISCRIMINATOR_TRUST}
+
+
+def judge_info(pack: Pack, judges: Judges, truth: dict, floor: float, encoder, real: list[str], others: list[str],
+               rounds: int, seed: int) -> dict[str, Any]:
     """Each judge's validation figures, with the real replies' scores for scale."""
     report = {}
     if pack.has("style"):
         with contextlib.suppress(OSError, ValueError):
             report = json.loads((pack.part("style") / "report.json").read_text(encoding="utf-8"))
-    n = len(real)
     return {
         "held_apart": {**judges.style_validation, "real_mean": _mean(truth["held_apart"]),
                        "trusted": judges.style_validation["auc"] >= STYLE_TRUST, "bar": STYLE_TRUST},
         "coherence": {**judges.coherence_validation, "real_mean": _mean(truth["coherence"]), "off_topic_floor": floor,
                       "trusted": judges.coherence_trusted, "bar": TRUST},
-        "discriminator": {"real_vs_real": discriminator(encoder, real, real, rounds, seed),
-                          "real_vs_constant": discriminator(encoder, real, ["Hm."] * n, rounds, seed)},
+        "discriminator": discriminator_checks(encoder, real, others, rounds, seed),
         "style": {"auc": report.get("roc_auc"), "method": report.get("method"), "real_mean": _mean(truth["style"])},
         "copy": {"real_rate": _mean(truth["copy"]), "min_words": COPY_MIN_WORDS},
     }
@@ -443,17 +505,21 @@ def recommendation(metrics: dict) -> dict[str, Any] | None:
     if not variants:
         return None
     info = metrics["judges"]
-    used = [k for k in ("coherence", "held_apart") if info[k]["trusted"]] or ["coherence", "held_apart"]
+    used = [k for k in ("coherence", "held_apart") if info[k]["trusted"]]
+    names = {"coherence": "coherence", "held_apart": "held-apart style"}
+    if not used:  # an untrusted judge never decides: nothing is recommended, and the report says what would fix it
+        failed = ", ".join(f"{names[k]} {info[k]['auc']:.3f} < {info[k]['bar']:.2f}" for k in names)
+        return {"variant": None, "judges": [], "rank": {},
+                "why": f"no judge passed its check ({failed}), so no variant is recommended; more test episodes "
+                       "(prepare --split with a larger test share) or a longer script give the judges more lines"}
     wins = {k: mean_wins(metrics["pairwise"][k], list(variants)) for k in used}
     ok = [k for k, v in variants.items() if v["impersonation"]["mean"] == 0] or list(variants)
     rank = {k: float(np.mean([wins[j][k] for j in used])) for k in ok}
     best = max(ok, key=lambda k: (round(rank[k], 3), -variants[k]["latency_s"]["mean"]))
-    names = {"coherence": "coherence", "held_apart": "held-apart style"}
     why = (f"mean pairwise win rate {rank[best]:.0%} on " + " and ".join(names[j] for j in used) + " ("
            + ", ".join(f"{names[j]} {wins[j][best]:.0%}" for j in used) + ")")
-    if not all(info[k]["trusted"] for k in ("coherence", "held_apart")):
-        untrusted = [names[k] for k in ("coherence", "held_apart") if not info[k]["trusted"]]
-        why += "; " + " and ".join(untrusted) + " failed validation" + ("" if len(used) < 2 else ", used anyway")
+    if len(used) < 2:
+        why += "; " + " and ".join(names[k] for k in names if k not in used) + " failed its check and was not used"
     if len(ok) < len(variants):
         why += "; variants letting another speaker's line through are left out"
     return {"variant": best, "why": why, "judges": used, "rank": rank}

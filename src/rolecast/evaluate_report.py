@@ -2,7 +2,8 @@
 
 Written so that a sceptical user reads one table and knows which variant to serve and
 why: every row a variant, every column a judge with its 95% bootstrap interval, each
-judge's validation figure beside it (a judge that failed its check is shown as such),
+judge's validation figure beside it. A judge that failed its check gives no figure anywhere
+(table, pairwise wins, scenes, charts) and decides nothing (``TRUSTED_BY``),
 pairwise win rates, replayed scenes, knowledge probes, blind votes when given, then ten
 exchanges side by side.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from . import stats
 from .pack import Pack
 
 COLUMNS = [  # (metric, header, format)
@@ -29,6 +31,15 @@ CHARTS = [("coherence", "coherence judge (higher: answers the context)"),
           ("held_apart", "held-apart style judge (higher: more like the character)"),
           ("perplexity", "perplexity of the real reply"), ("latency_s", "seconds per reply")]
 NAMES = {"coherence": "coherence", "held_apart": "held-apart style", "style": "reranker's style classifier"}
+#: Figures → the judge whose check they need.
+TRUSTED_BY = {"coherence": "coherence", "off_topic": "coherence", "held_apart": "held_apart",
+              "discriminator": "discriminator"}
+
+
+def shown(metrics: dict, key: str) -> bool:
+    """Whether a figure may appear: it needs no judge, or its judge passed its check."""
+    judge = TRUSTED_BY.get(key)
+    return judge is None or bool(metrics["judges"][judge].get("trusted"))
 
 
 def _cell(entry: dict, fmt: str) -> str:
@@ -53,22 +64,21 @@ def summary_table(metrics: dict) -> str:
     head = ["variant"] + [h for _, h, _ in COLUMNS] + ["discriminator AUC", "loops", "impersonation raw → cleaned",
                                                       "persona breaks raw → cleaned", "knowledge"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    trusted = metrics["judges"]["coherence"]["trusted"]
     for name, m in metrics["variants"].items():
         cells = [f"**{name}**"]
         for key, _, fmt in COLUMNS:
-            hidden = key in ("coherence", "off_topic") and not trusted
-            cells.append("(untrusted)" if hidden else _cell(m[key], fmt))
-        cells.append(_interval(m["discriminator"]))
+            cells.append(_cell(m[key], fmt) if shown(metrics, key) else "(untrusted)")
+        cells.append(_interval(m["discriminator"]) if shown(metrics, "discriminator") else "(untrusted)")
         cells.append(f"{m['loop']['mean']:.0%}")
         cells.append(f"{m['impersonation_raw']['mean']:.0%} → {m['impersonation']['mean']:.0%}")
         cells.append(f"{m['persona_break_raw']:.0%} → {m['persona_break']:.0%}" if "persona_break" in m else "–")
         cells.append(f"{m['knowledge']['rate']:.0%}" if "knowledge" in m else "–")
         rows.append("| " + " | ".join(cells) + " |")
     info = metrics["judges"]
-    real = {"coherence": f"{info['coherence']['real_mean']:.3f}" if trusted else "(untrusted)",
-            "off_topic": "10% by definition" if trusted else "", "held_apart": f"{info['held_apart']['real_mean']:.3f}",
-            "copy": f"{info['copy']['real_rate']:.0%}", "style": f"{info['style']['real_mean']:.3f}"}
+    real = {"coherence": f"{info['coherence']['real_mean']:.3f}", "off_topic": "10% by definition",
+            "held_apart": f"{info['held_apart']['real_mean']:.3f}", "copy": f"{info['copy']['real_rate']:.0%}",
+            "style": f"{info['style']['real_mean']:.3f}"}
+    real = {k: (v if shown(metrics, k) else "(untrusted)") for k, v in real.items()}
     cells = ["*real replies*"] + [real.get(k, "") for k, _, _ in COLUMNS] + ["0.5 by definition"]
     rows.append("| " + " | ".join(cells + [""] * (len(head) - len(cells))) + " |")
     return "\n".join(rows)
@@ -91,8 +101,9 @@ def judges_section(metrics: dict) -> list[str]:
              f"{ha['auc']:.3f} — {verdict(ha)}; mean on the character's lines {ha['character_mean']:.3f}, on others' "
              f"{ha['other_mean']:.3f} |",
              f"| discriminator | per variant, a classifier cross-validated to tell its replies from the real ones "
-             f"(0.5: indistinguishable, 1.0: trivially a bot) | real vs real / vs a constant reply | "
-             f"{_interval(disc['real_vs_real'])} / {_interval(disc['real_vs_constant'])} |",
+             f"(0.5: indistinguishable, 1.0: trivially a bot) | the character's lines vs another speaker's in the same "
+             f"contexts (must reach {disc['bar']:.2f}) / two halves of the character's own lines (must stay below) | "
+             f"{_interval(disc['versus_others'])} / {_interval(disc['halves'])} — {verdict(disc)} |",
              f"| copies | replies of {info['copy']['min_words']}+ words repeating a training or retrieval line "
              f"near-verbatim | the real test replies | {info['copy']['real_rate']:.0%} |",
              f"| reranker's style | the pack's own classifier ({st.get('method') or '?'}), which the `rerank` variants "
@@ -110,7 +121,7 @@ def pairwise_section(metrics: dict) -> list[str]:
     for key, pairs in metrics["pairwise"].items():
         if not pairs:
             continue
-        if key == "coherence" and not metrics["judges"]["coherence"]["trusted"]:
+        if not shown(metrics, key):
             continue
         lines += [f"**{NAMES[key]}**", "", "| pair | first wins |", "|---|---|"]
         for p in pairs.values():
@@ -129,11 +140,13 @@ def scenes_section(metrics: dict) -> list[str]:
              "worse as the scene goes on).", "",
              "| variant | scenes / turns | coherence by turn | coherence drift | held-apart drift | self-repetition | "
              "scenes with impersonation raw → cleaned |", "|---|---|---|---|---|---|---|"]
+    co, ha = shown(metrics, "coherence"), shown(metrics, "held_apart")
     for name, s in found.items():
-        by_turn = " ".join(f"{v:.2f}" for v in s["by_turn"]["coherence"])
-        lines.append(f"| **{name}** | {s['scenes']} / {s['turns']} | {by_turn} | {s['drift']['coherence']:+.3f} | "
-                     f"{s['drift']['held_apart']:+.3f} | {s['self_repetition']:.0%} | "
-                     f"{s['impersonation_scenes_raw']:.0%} → {s['impersonation_scenes']:.0%} |")
+        by_turn = " ".join(f"{v:.2f}" for v in s["by_turn"]["coherence"]) if co else "(untrusted)"
+        drift_co = f"{s['drift']['coherence']:+.3f}" if co else "(untrusted)"
+        drift_ha = f"{s['drift']['held_apart']:+.3f}" if ha else "(untrusted)"
+        lines.append(f"| **{name}** | {s['scenes']} / {s['turns']} | {by_turn} | {drift_co} | {drift_ha} | "
+                     f"{s['self_repetition']:.0%} | {s['impersonation_scenes_raw']:.0%} → {s['impersonation_scenes']:.0%} |")
     return lines + [""]
 
 
@@ -169,9 +182,11 @@ def markdown(pack: Pack, metrics: dict, samples: dict[str, list[dict]]) -> str:
     best = rec["variant"] if rec else None
     lines = [f"# Evaluation — {pack.character} ({pack.show})", "",
              f"{metrics['examples']} exchanges from the test episodes (never trained on, never retrieved); "
-             "95% bootstrap intervals in brackets.", "", summary_table(metrics), ""]
-    if rec:
+             "95% intervals in brackets (how: see the end of the report).", "", summary_table(metrics), ""]
+    if rec and best:
         lines += [f"**Serve `{best}`**: {rec['why']}.", ""]
+    elif rec:
+        lines += [f"**No recommendation**: {rec['why']}.", ""]
     lines += ["What the columns mean: *coherence* is the probability that the reply answers its context (the "
               "coherence judge), *off-topic* the share of replies below the real replies' 10th percentile on it; "
               "*held-apart style* is the probability that the character said it, by a judge the chat never uses; "
@@ -182,8 +197,8 @@ def markdown(pack: Pack, metrics: dict, samples: dict[str, list[dict]]) -> str:
               "speaker's line, *persona breaks* probe replies that say they are an AI.", ""]
     lines += judges_section(metrics) + pairwise_section(metrics) + scenes_section(metrics) + knowledge_section(metrics)
     lines += votes_section(metrics)
-    lines += ["![coherence](coherence.png) ![held-apart style](held_apart.png) ![perplexity](perplexity.png)", "",
-              "## Ten exchanges", ""]
+    lines += [" ".join(f"![{title.split(' (')[0]}]({key}.png)" for key, title in CHARTS[:3] if shown(metrics, key)), "",
+              stats.METHOD + ".", "", "## Ten exchanges", ""]
     lines += exchanges(samples, best)
     return "\n".join(lines) + "\n"
 
@@ -212,6 +227,8 @@ def charts(metrics: dict, folder: Path) -> None:
     real = {"coherence": metrics["judges"]["coherence"]["real_mean"],
             "held_apart": metrics["judges"]["held_apart"]["real_mean"]}
     for key, title in CHARTS:
+        if not shown(metrics, key):  # an untrusted judge draws no chart
+            continue
         fig = Figure(figsize=(7, 3.6), dpi=110)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
@@ -220,7 +237,7 @@ def charts(metrics: dict, folder: Path) -> None:
         low = [max(0.0, m - c[0]) if not math.isnan(c[0]) else 0 for m, c in zip(means, cis)]
         high = [max(0.0, c[1] - m) if not math.isnan(c[1]) else 0 for m, c in zip(means, cis)]
         ax.bar(names, means, yerr=[low, high], capsize=4, color="#4C72B0")
-        if key in real:
+        if key in real and shown(metrics, key):
             ax.axhline(real[key], color="#C44E52", linestyle="--", label="real replies")
             ax.legend(loc="lower right")
         ax.set_title(title)

@@ -48,7 +48,7 @@ import numpy as np
 
 from .errors import EmptyResultError
 from .pack import Pack
-from .script import NON_CHARACTERS
+from .script import NAME_PREFIX, NON_CHARACTERS
 from .stats import bootstrap_ci
 from .style import roc_auc, split_episodes
 
@@ -83,7 +83,7 @@ class Line:
 
 def context_text(turns: list[str]) -> str:
     """What the coherence judge reads of a context: its last CONTEXT_TURNS turns, names dropped."""
-    kept = [re.sub(r"^[^:\n]{1,40}: ", "", t.strip()) for t in turns if t and t.strip()][-CONTEXT_TURNS:]
+    kept = [NAME_PREFIX.sub("", t.strip()) for t in turns if t and t.strip()][-CONTEXT_TURNS:]
     return "\n".join(kept)
 
 
@@ -121,6 +121,10 @@ def read_lines(pack: Pack) -> dict[str, list[Line]]:
                                        context_text(scene[-CONTEXT_TURNS:])))
             scene.append(text)
     return out
+
+
+def by_scene_groups(rows: list[Line]) -> bool:
+    return any(row.group.count("/") == 2 for row in rows)
 
 
 def fold_of(group: str, seed: int) -> int:
@@ -251,11 +255,13 @@ def fit_style(test: list[Line], character: str, encoder, seed: int) -> tuple[lis
     models = []
     for f in range(FOLDS):
         held = folds == f
-        model = _logistic(C=0.5, seed=seed)
-        if len(set(y[~held].tolist())) < 2:  # a fold that holds everything: fit on all rows
-            model.fit(x, y)
-        else:
-            model.fit(x[~held], y[~held])
+        if len(set(y[~held].tolist())) < 2:
+            # Fitted on every row, this fold's model would score its own lines in-sample: refused instead.
+            raise EmptyResultError(f"the held-apart judge cannot be cross-fitted: outside one of its {FOLDS} groups of "
+                                   f"test {'scenes' if by_scene_groups(rows) else 'episodes'} there are no lines of "
+                                   f"{'others' if y[~held].all() else character}",
+                                   "give the test split more episodes (prepare --split), so that every group has both")
+        model = _logistic(C=0.5, seed=seed).fit(x[~held], y[~held])
         if held.any():
             oof[held] = model.predict_proba(x[held])[:, 1]
         models.append(model)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,9 +26,9 @@ from .examples import read_examples
 from .files import atomic_dir, write_json
 from .pack import Pack
 from .progress import enabled as progress_enabled
+from .script import NAME_PREFIX
 
 log = logging.getLogger(__name__)
-_NAME_PREFIX = re.compile(r"^[^:\n]{1,40}: ")
 
 
 @dataclass
@@ -47,7 +46,7 @@ def exchanges_from_examples(rows) -> list[dict]:
         users = [m["content"] for m in ex["messages"] if m["role"] == "user"]
         last = ex["messages"][-1] if ex["messages"] else None
         prompt = users[-1].split("\n")[-1] if last and last["role"] == "user" else ""
-        items.append({"id": ex["id"], "prompt": _NAME_PREFIX.sub("", prompt), "reply": ex["completion"][0]["content"]})
+        items.append({"id": ex["id"], "prompt": NAME_PREFIX.sub("", prompt), "reply": ex["completion"][0]["content"]})
     return items
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from .errors import PackError
 
 #: Labels that are never a character: they stay in the script as context only.
 NARRATION = "(narration)"
+#: "Wilson: " before another speaker's line in a user turn (examples name speakers when a scene has several).
+NAME_PREFIX = re.compile(r"^[^:\n]{1,40}: ")
 GROUP = "(several)"
 UNKNOWN = "(unknown)"
 NON_CHARACTERS = frozenset({NARRATION, GROUP, UNKNOWN})
