@@ -111,3 +111,30 @@ def test_loops_counts_repeats_not_line_breaks():
 
 def test_split_sentences():
     assert split_sentences('Hi. "Go!" he said. What?') == ["Hi.", '"Go!"', "he said.", "What?"]
+
+
+@pytest.mark.parametrize("text", [
+    "I'm just a script, but I can still get you to the 50th line.",
+    "I'm just a character.",
+    "Relax, we just have a new episode of Harbor Lights!",
+    "Say hi to our viewers.",
+    "The writers' room never lets me win.",
+    "I am a fictional character, so no.",
+])
+def test_a_fourth_wall_break_is_a_persona_break(text):
+    from rolecast.postprocess import breaks_persona
+
+    assert breaks_persona(text), text
+
+
+@pytest.mark.parametrize("text", [
+    "He had a psychotic episode last night.",
+    "Stick to the script and nobody gets hurt.",
+    "What a character your uncle is.",
+    "Scene of the accident? Ask the cops.",
+    "I'm just a doctor.",
+])
+def test_in_character_lines_about_episodes_and_scripts_are_not(text):
+    from rolecast.postprocess import breaks_persona
+
+    assert not breaks_persona(text), text

@@ -41,7 +41,14 @@ _POSSIBLE_NAME = re.compile(r"[A-Z][\w.'\- ]{0,30}$")
 _PERSONA = re.compile(
     r"\b(as an ai|an ai (?:language )?model|a language model|i(?:'m| am) (?:just |only )?an? (?:ai|artificial intelligence|"
     r"language model|virtual assistant|chatbot|assistant|computer program)|i don't have (?:personal )?(?:feelings|emotions|"
-    r"a body)|openai|chatgpt|smollm)\b",
+    r"a body)|openai|chatgpt|smollm"
+    # The fourth wall: a character who says it is a script or a character, or talks of its episodes, show or audience
+    # (seen on an untrained show: "I'm just a script", "I'm just a character.", "a new episode of <the show>!").
+    # Narrow on purpose: "a psychotic episode", "stick to the script" and "what a character" stay in character.
+    r"|i(?:'m| am) (?:just |only |merely )?(?:an? )?(?:script|(?:fictional |tv |television |made-up )?character|"
+    r"fictional|role in)|(?:new|next|last|this|latest|upcoming|previous) episode of|"
+    r"(?:our|the|my) (?:viewers|audience at home|fourth wall|screenwriters|script ?writers|writers' room)|"
+    r"(?:this|the|my|our) (?:tv show|sitcom|tv series))\b",
     re.I,
 )
 _PERSONA_START = re.compile(r"^\s*(?:as an?|i'm an?|i am an?|i'm just an?|i am just an?|i don't have)\b", re.I)
@@ -201,7 +208,7 @@ def _persona(text: str) -> str:
 
 
 def breaks_persona(text: str) -> bool:
-    """Whether the text says it is an AI, a language model, an assistant."""
+    """Whether the text says it is an AI, a language model, an assistant, or breaks the fourth wall."""
     return bool(_PERSONA.search(text))
 
 
