@@ -183,3 +183,64 @@ def test_card_import_merge_takes_only_filled_fields(tmp_path, card):
     new = json.loads((pack / "card.json").read_text())["data"]
     assert new["scenario"] == "A storm." and new["personality"] == card["data"]["personality"]
     assert main(["card", "import", str(tmp_path / "absent.json"), "--pack", str(pack)]) == 2
+
+
+@pytest.mark.parametrize("extensions", [
+    {"rolecast": []},
+    {"rolecast": {"stats": [], "aliases": "House", "fallback": 3, "catchphrases": ["a", 2]}},
+    {"rolecast": {"stats": {"partners": "Wilson"}}},
+])
+def test_a_card_with_wrong_types_imports_and_the_chat_still_loads(sample_pack, tmp_path, extensions, caplog):
+    """`card import` of such a card succeeded, then serving died with AttributeError: now each wrong field is dropped
+    with a warning, and the Performer loads and answers."""
+    import json
+    import shutil
+
+    from conftest import FakeBackend
+    from rolecast.card import import_card
+    from rolecast.pack import Pack
+    from rolecast.performer import Performer
+
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(sample_pack, pack_dir)
+    card = tmp_path / "odd.json"
+    card.write_text(json.dumps({"spec": "chara_card_v2", "data": {"name": "X", "extensions": extensions}}))
+    with caplog.at_level("WARNING"):
+        import_card(Pack.open(pack_dir), card)
+    assert "dropped" in caplog.text
+    performer = Performer(Pack.open(pack_dir), FakeBackend())
+    assert performer.reply([], "Hello?").text
+
+
+def test_extensions_that_are_not_an_object_are_refused_in_one_line(sample_pack, tmp_path):
+    import json
+    import shutil
+
+    from rolecast.card import import_card
+    from rolecast.errors import InputFileError
+    from rolecast.pack import Pack
+
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(sample_pack, pack_dir)
+    before = (pack_dir / "card.json").read_bytes()
+    card = tmp_path / "odd.json"
+    card.write_text(json.dumps({"spec": "chara_card_v2", "data": {"name": "X", "extensions": []}}))
+    with pytest.raises(InputFileError, match="'extensions' should be a dict"):
+        import_card(Pack.open(pack_dir), card)
+    assert (pack_dir / "card.json").read_bytes() == before
+
+
+def test_a_hand_edited_pack_card_is_checked_when_read(sample_pack, tmp_path):
+    import json
+    import shutil
+
+    from conftest import FakeBackend
+    from rolecast.pack import Pack
+    from rolecast.performer import Performer
+
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(sample_pack, pack_dir)
+    card = json.loads((pack_dir / "card.json").read_text())
+    card["data"]["extensions"]["rolecast"] = {"stats": "lots", "aliases": None}
+    (pack_dir / "card.json").write_text(json.dumps(card))
+    assert Performer(Pack.open(pack_dir), FakeBackend()).reply([], "Hello?").text

@@ -23,6 +23,8 @@ import struct
 import zlib
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
 from .errors import InputFileError
 from .files import atomic_write, write_json
 
@@ -34,6 +36,64 @@ V2_FIELDS: dict[str, object] = {
     "tags": [], "creator": "", "character_version": "", "extensions": {},
 }
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _Partner(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class _Phrase(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    phrase: str
+    count: int = 0
+
+
+class _Stats(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    words_per_line_median: float | None = None
+    partners: list[_Partner] = []
+
+
+class RolecastExtension(BaseModel):
+    """What rolecast reads from a card's ``extensions.rolecast``: each field is checked on its own (``clean_card``)."""
+
+    model_config = ConfigDict(extra="allow")
+    show: str = ""
+    fallback: str = ""
+    aliases: list[str] = []
+    catchphrases: list[_Phrase] = []
+    stats: _Stats = _Stats()
+
+
+def clean_card(card: dict, where: Path | str = "card") -> dict:
+    """``card`` with every part rolecast reads from ``extensions`` of the right type; a wrong one is dropped with a
+    warning (a card from another tool, or edited by hand, must not crash the chat later)."""
+    data = card["data"]
+    extensions = data.get("extensions")
+    if not isinstance(extensions, dict):
+        if extensions not in (None, {}):
+            log.warning("%s: the card's 'extensions' is a %s, not an object: dropped", where, type(extensions).__name__)
+        data["extensions"] = extensions = {}
+    ours = extensions.get("rolecast")
+    if ours is None:
+        return card
+    if not isinstance(ours, dict):
+        log.warning("%s: the card's 'extensions.rolecast' is a %s, not an object: dropped", where, type(ours).__name__)
+        extensions.pop("rolecast")
+        return card
+    kept = dict(ours)
+    for name, field in RolecastExtension.model_fields.items():
+        if name not in kept:
+            continue
+        try:
+            TypeAdapter(field.annotation).validate_python(kept[name])  # checked, kept as written
+        except ValidationError as exc:
+            log.warning("%s: the card's 'extensions.rolecast.%s' is not valid (%s): dropped", where, name,
+                        exc.errors()[0]["msg"])
+            kept.pop(name)
+    extensions["rolecast"] = kept
+    return card
 
 
 def render(text: str, char: str, user: str = "User") -> str:
@@ -119,7 +179,7 @@ def as_v2(obj: object, path: Path | str = "card") -> dict:
                                  f"fix '{key}' in the card")
     if not data["name"]:
         raise InputFileError(f"{path}: the card has no name", "give the card a name")
-    return card
+    return clean_card(card, path)
 
 
 def save_card(card: dict, path: Path, avatar: Path | None = None) -> None:

@@ -115,10 +115,13 @@ class Pack:
         return path
 
     def card(self) -> dict[str, Any]:
+        from .card import as_v2
+
         try:
-            return read_json(self.require("card"))
+            raw = read_json(self.require("card"))
         except ValueError as exc:
             raise PackError(f"{self.part('card')} is not valid JSON ({exc})", "fix it or re-run rolecast prepare") from None
+        return as_v2(raw, self.part("card"))  # checked as an import is: a hand-edited card cannot crash the chat
 
     def record(self, part: str, **details: Any) -> None:
         """Note in pack.json that ``part`` was (re)built, with its checksum and details."""
