@@ -81,6 +81,21 @@ def test_re_preparing_a_pack_keeps_its_adapter_training_and_evaluation(tmp_path)
     assert Pack.open(out).info["parts"]["adapter"]["base"] == "smollm", "pack.json still records the adapter"
 
 
+def test_preparing_another_character_into_a_pack_carries_nothing_of_the_old_one(tmp_path):
+    """`prepare --out packs/house --character Wilson` kept House's adapter, which then served as Wilson's."""
+    out = tmp_path / "pack"
+    prepare([SAMPLE_SCRIPT], PrepareSettings(character="Maggie", **FAST), out)
+    (out / "adapter").mkdir()
+    (out / "adapter" / "adapter_model.safetensors").write_bytes(b"Maggie's weights")
+    (out / "adapter.gguf").write_bytes(b"GGUF")
+    Pack.open(out).record("adapter", base="smollm")
+    prepare([SAMPLE_SCRIPT], PrepareSettings(character="Juno", **FAST), out)
+    pack = Pack.open(out)
+    assert pack.character == "Juno"
+    assert not (out / "adapter").exists() and not (out / "adapter.gguf").exists()
+    assert "adapter" not in pack.info.get("parts", {})
+
+
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "nope.csv"), "--character", "X", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err

@@ -325,3 +325,22 @@ def test_training_says_how_long_an_epoch_will_take_before_it_starts():
     assert "about 57 minutes on two CPU cores with bf16" in one, one
     assert "without bf16" in epoch_estimate(1_032_731, model, "cpu", TrainSettings(precision="fp32"))
     assert "caps it" in epoch_estimate(1000, model, "cpu", TrainSettings(max_minutes=60))
+
+
+def test_checkpoints_of_other_rows_are_not_resumed(short_pack, tmp_path):
+    """Re-preparing a pack kept train/ with its checkpoints; resuming then put the old optimizer state on new rows."""
+    from rolecast.files import write_json
+    from rolecast.train import RUN_FILE, changed_on_resume, data_checksum, resume_checkpoint
+
+    pack = Pack.open(short_pack)
+    out = tmp_path / "train"
+    (out / "checkpoint-5").mkdir(parents=True)
+    (out / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    settings = TrainSettings()
+    write_json(out / RUN_FILE, {"settings": settings.model_dump(), "data": data_checksum(pack)})
+    assert changed_on_resume(out, settings, data_checksum(pack)) == []
+    assert resume_checkpoint(out, settings.updated(resume=True), data_checksum(pack)) == out / "checkpoint-5"
+    other = "0" * 64  # what a re-prepared pack's rows give
+    assert changed_on_resume(out, settings, other) == ["training data (the pack was prepared again since)"]
+    with pytest.raises(TrainingError, match="training data"):
+        resume_checkpoint(out, settings.updated(resume=True), other)

@@ -143,11 +143,12 @@ def _run_prepare(plan: Plan) -> None:
 
 
 def _run_train(plan: Plan) -> None:
-    from .train import CHECKPOINTS, changed_on_resume, last_checkpoint, train
+    from .pack import Pack
+    from .train import CHECKPOINTS, changed_on_resume, data_checksum, last_checkpoint, train
 
     settings = plan.train
     folder = plan.out / CHECKPOINTS
-    if last_checkpoint(folder) is not None and changed_on_resume(folder, settings) == []:
+    if last_checkpoint(folder) is not None and changed_on_resume(folder, settings, data_checksum(Pack.open(plan.out))) == []:
         log.info("resuming the interrupted training run from %s", last_checkpoint(folder))
         settings = settings.updated(resume=True)
     result = train(plan.out, settings)

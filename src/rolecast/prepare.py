@@ -94,6 +94,11 @@ def carry_over(out: Path, tmp: Path) -> None:
     """Hard-link the old pack's training, exports and evaluation into the new one (the old stays until the swap)."""
     if not (out / "pack.json").exists():
         return
+    old, new = Pack.open(out), Pack.open(tmp)
+    if (old.character, old.show) != (new.character, new.show):  # another character's adapter must not move in
+        log.warning("%s held %s (%s): nothing of it is kept for %s (%s)", out, old.character, old.show,
+                    new.character, new.show)
+        return
     kept = []
     for name in KEPT:
         source = out / name
@@ -106,7 +111,6 @@ def carry_over(out: Path, tmp: Path) -> None:
         kept.append(name)
     if not kept:
         return
-    old, new = Pack.open(out), Pack.open(tmp)
     parts = {k: v for k, v in old.info.get("parts", {}).items() if k in KEPT_PARTS}
     info = {**new.info, "parts": {**new.info.get("parts", {}), **parts}}
     write_json(tmp / "pack.json", info)

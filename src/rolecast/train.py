@@ -380,7 +380,7 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
     torch = require("torch", "train")
     device = pick_device(settings)
     out = pack.path / CHECKPOINTS
-    checkpoint = resume_checkpoint(out, settings)
+    checkpoint = resume_checkpoint(out, settings, data_checksum(pack))
     map_large_buffers(settings.mmap_threshold_mib)
     rank, world = processes()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -405,7 +405,7 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
     base = base_record(settings.base, source, gguf)
     if checkpoint is None and rank == 0:  # a new run: the previous run's checkpoints go (only now that this one can start)
         shutil.rmtree(out, ignore_errors=True)
-        write_json(out / RUN_FILE, {"settings": settings.model_dump(), "base": base})
+        write_json(out / RUN_FILE, {"settings": settings.model_dump(), "base": base, "data": data_checksum(pack)})
     budget, command = Budget(settings.max_minutes), resume_command(pack.path)
     with replies_only_head(device), warnings.catch_warnings():
         # PEFT looks for the base's config.json when saving, to check the vocabulary (a GGUF base has none);
@@ -451,7 +451,7 @@ def last_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name[11:]), default=None)
 
 
-def resume_checkpoint(out: Path, settings: TrainSettings) -> Path | None:
+def resume_checkpoint(out: Path, settings: TrainSettings, data: str | None = None) -> Path | None:
     """With --resume, the checkpoint to continue from (incomplete ones removed), checked against the run's settings."""
     if not settings.resume:
         return None
@@ -459,19 +459,33 @@ def resume_checkpoint(out: Path, settings: TrainSettings) -> Path | None:
     if checkpoint is None:
         raise TrainingError(f"nothing to resume: no complete checkpoint in {out}", "start a new run without --resume")
     _drop_partial(out)
-    changed = changed_on_resume(out, settings)
+    changed = changed_on_resume(out, settings, data)
     if changed:
         raise TrainingError(f"cannot resume with changed {', '.join(changed)} (the checkpoints were trained with other values)",
                             "resume with the original values, or start a new run without --resume")
     return checkpoint
 
 
-def changed_on_resume(out: Path, settings: TrainSettings) -> list[str] | None:
-    """The settings of FIXED_ON_RESUME that differ from the checkpoints' run (None: no record of that run)."""
-    saved = _read_run(out).get("settings")
+def changed_on_resume(out: Path, settings: TrainSettings, data: str | None = None) -> list[str] | None:
+    """The settings of FIXED_ON_RESUME that differ from the checkpoints' run, and "the training data" when the
+    pack's rows are not those it trained on (``data``: ``data_checksum``); None: no record of that run."""
+    run = _read_run(out)
+    saved = run.get("settings")
     if saved is None:
         return None
-    return [k for k in FIXED_ON_RESUME if k in saved and saved[k] != getattr(settings, k)]
+    changed = [k for k in FIXED_ON_RESUME if k in saved and saved[k] != getattr(settings, k)]
+    if data is not None and run.get("data") != data:  # a re-prepared pack: its optimizer state is for other rows
+        changed.append("training data (the pack was prepared again since)")
+    return changed
+
+
+def data_checksum(pack: Pack) -> str:
+    """What the rows are made of: the pack's script and its train and validation splits."""
+    digest = hashlib.sha256()
+    for path in (pack.path / "script.jsonl", pack.path / "examples" / "train.jsonl",
+                 pack.path / "examples" / "validation.jsonl"):
+        digest.update(sha256(path).encode() if path.exists() else b"-")
+    return digest.hexdigest()
 
 
 def _drop_partial(out: Path) -> None:
