@@ -92,3 +92,32 @@ def test_pairs_reject_an_off_topic_sample_and_another_scenes_line(sft_pack):
         assert pair["chosen"] != pair["rejected"] and pair["chosen"][0]["role"] == "assistant"
     real = {ex["completion"][0]["content"] for ex in read_examples(pack.path / "examples" / "train.jsonl")}
     assert all(p["chosen"][0]["content"] in real for p in pairs), "chosen is always a real reply"
+
+
+@pytest.mark.parametrize("batch, per, accumulate", [(6, 3, 2), (4, 4, 1), (8, 4, 2), (5, 1, 5), (2, 2, 1)])
+def test_the_batch_size_is_honoured(batch, per, accumulate):
+    from rolecast.preference import preference_batch
+
+    assert preference_batch(batch) == {"per_device_train_batch_size": per, "gradient_accumulation_steps": accumulate}
+
+
+def test_the_preference_stage_has_a_budget_of_its_own(sft_pack, tmp_path, monkeypatch):
+    """`build --train --dpo --max-minutes 60` gave DPO SFT's 60 minutes too: it now has --preference-max-minutes."""
+    import rolecast.preference as pref
+
+    budgets = []
+
+    class Stop(Exception):
+        pass
+
+    def budget(minutes):
+        budgets.append(minutes)
+        raise Stop
+
+    monkeypatch.setattr(pref, "Budget", budget)
+    pack = tmp_path / "p"
+    shutil.copytree(sft_pack, pack)
+    with pytest.raises(Stop):
+        pref.tune(pack, TrainSettings(dpo=True, preference_pairs=4, max_length=160, max_minutes=60,
+                                      preference_max_minutes=20))
+    assert budgets == [20]

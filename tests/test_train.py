@@ -344,3 +344,19 @@ def test_checkpoints_of_other_rows_are_not_resumed(short_pack, tmp_path):
     assert changed_on_resume(out, settings, other) == ["training data (the pack was prepared again since)"]
     with pytest.raises(TrainingError, match="training data"):
         resume_checkpoint(out, settings.updated(resume=True), other)
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path):
+    from rolecast.train import interrupted
+
+    out = tmp_path / "train"
+    out.mkdir()
+    early = interrupted(3, out, "rolecast train packs/house --resume")
+    assert "nothing was saved" in str(early) and "start again with: rolecast train packs/house." in str(early)
+    (out / "checkpoint-50").mkdir()
+    (out / "checkpoint-50" / "trainer_state.json").write_text("{}")
+    later = interrupted(60, out, "rolecast train packs/house --resume")
+    assert "checkpoint-50 is saved" in str(later) and "rolecast train packs/house --resume" in str(later)
+    dpo = interrupted(7, out, "rolecast train packs/house --dpo", resumable=False)
+    assert "not resumed" in str(dpo) and "--resume" not in str(dpo) and not (out / "checkpoint-50").exists(), \
+        "a preference run leaves no checkpoint it would never use"

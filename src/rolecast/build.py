@@ -108,7 +108,7 @@ def _train_key(plan: Plan) -> str | None:
 
 
 #: Settings of the preference stage only (they do not change the SFT adapter).
-PREFERENCE = {"dpo", "orpo", "preference_pairs", "preference_beta", "preference_learning_rate"}
+PREFERENCE = {"dpo", "orpo", "preference_pairs", "preference_beta", "preference_learning_rate", "preference_max_minutes"}
 #: Settings of how training runs that do not change what it learns: changing them retrains nothing.
 HOW_NOT_WHAT = {"pad_to_multiple", "mmap_threshold_mib"}
 

@@ -115,9 +115,10 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
     log.info("%d preference pairs (%s) in %.0f s", len(pairs), counts, time.monotonic() - start)
     spec = METHODS[method]
     trainer = build_trainer(spec, model, tokenizer, pairs, settings, pack.path / "train" / "preference", device, progress)
-    budget = Budget(settings.max_minutes)
+    budget = Budget(settings.preference_max_minutes)  # its own: --max-minutes is SFT's (build runs both)
     trainer.add_callback(budget.callback())
-    output = run_trainer(trainer, None, budget, pack.path / "train" / "preference", f"rolecast train {pack.path} --{method}")
+    output = run_trainer(trainer, None, budget, pack.path / "train" / "preference", f"rolecast train {pack.path} --{method}",
+                         resumable=False)
     if "ref" in trainer.model.peft_config:  # DPO's frozen copy of the SFT adapter: not part of the result
         trainer.model.delete_adapter("ref")
     if sft != backup:
@@ -229,6 +230,13 @@ def padding(settings: TrainSettings, device: str, config_class) -> dict:
     return {"pad_to_multiple_of": pad_multiple(settings, device)} if "pad_to_multiple_of" in config_class.__dataclass_fields__ else {}
 
 
+def preference_batch(batch_size: int) -> dict[str, int]:
+    """--batch-size as pairs per step: up to 4 at once (a pair is two sequences, and DPO keeps a reference), the
+    rest accumulated; the product is always --batch-size (6 is 3 x 2, not 4)."""
+    per = max(d for d in range(1, min(4, batch_size) + 1) if batch_size % d == 0)
+    return {"per_device_train_batch_size": per, "gradient_accumulation_steps": batch_size // per}
+
+
 def build_trainer(spec: Trainer, model, tokenizer, pairs: list[dict], settings: TrainSettings, out: Path,
                   device: str, progress: bool):
     import importlib
@@ -244,7 +252,7 @@ def build_trainer(spec: Trainer, model, tokenizer, pairs: list[dict], settings: 
     config = config_class(
         output_dir=str(out), num_train_epochs=1, max_steps=settings.max_steps or -1,
         learning_rate=settings.preference_learning_rate, lr_scheduler_type="cosine", warmup_steps=0.1,
-        per_device_train_batch_size=min(settings.batch_size, 4), gradient_accumulation_steps=max(1, settings.batch_size // 4),
+        **preference_batch(settings.batch_size),
         beta=settings.preference_beta, max_length=settings.max_length, logging_steps=5, logging_first_step=True,
         save_strategy="no", report_to="none", disable_tqdm=not progress, bf16=half is torch.bfloat16,
         fp16=half is torch.float16, use_cpu=device == "cpu", seed=settings.seed, data_seed=settings.seed,

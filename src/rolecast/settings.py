@@ -202,6 +202,7 @@ class TrainSettings(Settings):
     orpo: bool = Field(False, description="Like --dpo, with TRL's ORPO (no reference model).")
     preference_pairs: int = Field(256, ge=1, le=1_000_000, description="Train-split exchanges sampled for --dpo/--orpo (each gives up to two pairs).")
     preference_beta: float = Field(0.1, gt=0.0, le=10.0, description="DPO's beta (how far from the SFT model the tuning may go), ORPO's odds-ratio weight.")
+    preference_max_minutes: float = Field(0.0, ge=0.0, le=100_000.0, description="Stop --dpo/--orpo after this many minutes, saving the tuned adapter (0: no limit). Its own budget: --max-minutes is SFT's alone.")
     preference_learning_rate: float = Field(2e-5, gt=0.0, le=1.0, description="Peak learning rate of --dpo/--orpo (lower than SFT's: it starts from a trained adapter).")
 
 

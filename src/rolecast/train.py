@@ -522,14 +522,16 @@ def cap_steps(trainer, settings: TrainSettings) -> None:
         trainer.args.max_steps = min(settings.max_steps, max(1, math.ceil(per_epoch * settings.epochs)))
 
 
-def run_trainer(trainer, checkpoint: Path | None, budget: Budget, out: Path, command: str):
+def run_trainer(trainer, checkpoint: Path | None, budget: Budget, out: Path, command: str, resumable: bool = True):
+    """``trainer.train()`` with the budget's signal handling; Ctrl-C, a kill or a full disk become one TrainingError
+    whose hint says what is left (``resumable`` False: the run starts over, so its checkpoints are removed)."""
     step = lambda: trainer.state.global_step  # noqa: E731
     try:
         main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
         with budget.signals() if main else contextlib.nullcontext():
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
-        raise TrainingError(f"training interrupted at step {step()}", f"continue from the last checkpoint with: {command}") from None
+        raise interrupted(step(), out, command, resumable) from None
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
@@ -537,8 +539,24 @@ def run_trainer(trainer, checkpoint: Path | None, budget: Budget, out: Path, com
         raise TrainingError(f"no space left on the disk of {out} at step {step()}",
                             f"free some space, then continue with: {command}") from None
     if budget.reason == "interrupted":
-        raise TrainingError(f"training interrupted at step {step()}; its checkpoint is saved", f"continue with: {command}")
+        raise interrupted(step(), out, command, resumable)
     return output
+
+
+def interrupted(step: int, out: Path, command: str, resumable: bool = True) -> TrainingError:
+    """What Ctrl-C left: a checkpoint to resume from, or nothing (before the first checkpoint, or a run that cannot
+    resume): then the hint says so and starts over."""
+    if not resumable:
+        for partial in out.glob("checkpoint-*"):
+            shutil.rmtree(partial, ignore_errors=True)
+    checkpoint = last_checkpoint(out)
+    restart = command.replace(" --resume", "")
+    if checkpoint is None:
+        why = "before its first checkpoint" if resumable else "a preference run is not resumed"
+        return TrainingError(f"training interrupted at step {step} ({why}): nothing was saved",
+                             f"start again with: {restart}")
+    return TrainingError(f"training interrupted at step {step}; {checkpoint.name} is saved",
+                         f"continue from it with: {restart} --resume")
 
 
 def stop_reason(trainer, budget: Budget, settings: TrainSettings) -> str:
