@@ -145,8 +145,11 @@ def test_a_run_stopped_by_its_budget_is_up_to_date_only_for_that_budget(tmp_path
     write_json(out / "train" / "metrics.json", {"stopped": "max_minutes"})
     assert key(max_minutes=12) == key(max_minutes=12)
     assert key(max_minutes=12) != key(max_minutes=30), "a bigger budget must train on"
-    write_json(out / "train" / "metrics.json", {"stopped": "completed"})
+    write_json(out / "train" / "metrics.json", {"stopped": "completed", "epochs": 1.0})
     assert key(max_minutes=12) == key(max_minutes=30), "a finished run needs no more time"
+    assert key(epochs=1) != key(epochs=3), "a finished one-epoch run is not up to date for three"
+    write_json(out / "train" / "metrics.json", {"stopped": "early_stopping", "epochs": 1.4})
+    assert key(epochs=1) == key(epochs=3), "a run that stopped on a plateau has nothing left to learn"
     assert key(max_minutes=12) != key(max_minutes=12, lora_r=8), "changed shape settings retrain"
     assert key(max_minutes=12) == key(max_minutes=12, pad_to_multiple=1, mmap_threshold_mib=0), "how it runs is not what it learns"
 
@@ -178,3 +181,17 @@ def test_build_with_a_qwen2_gguf_base_trains_exports_and_serves_on_that_base(tmp
     assert _run(["say", str(out), "Rough night?", "--model", str(default_model_path())]) == 2
     err = capsys.readouterr().err.strip()
     assert "was trained on" in err and "\n" not in err
+
+
+def test_a_card_import_makes_the_eval_out_of_date(tmp_path):
+    from rolecast.build import _eval_key
+    from rolecast.settings import EvalSettings
+
+    out = tmp_path / "pack"
+    out.mkdir()
+    (out / "card.json").write_text('{"data": {"name": "Maggie"}}')
+    plan = _plan(out)
+    plan.evaluate = EvalSettings()
+    before = _eval_key(plan)
+    (out / "card.json").write_text('{"data": {"name": "Maggie", "description": "A nurse."}}')
+    assert _eval_key(plan) != before

@@ -102,7 +102,8 @@ def _train_key(plan: Plan) -> str | None:
         return None
     shaping = plan.train.model_dump(exclude={"resume", "max_minutes", "max_steps", "epochs", *PREFERENCE, *HOW_NOT_WHAT})
     # A run its budget stopped is up to date only for that budget: a bigger one trains on (resuming).
-    budget = None if _finished(plan.out) else plan.train.model_dump(include={"max_minutes", "max_steps", "epochs"})
+    budget = None if _finished(plan.out, plan.train.epochs) else plan.train.model_dump(include={"max_minutes", "max_steps",
+                                                                                                 "epochs"})
     return digest("train", checksum(examples / "train.jsonl"), checksum(examples / "validation.jsonl"), shaping,
                   budget)
 
@@ -118,20 +119,20 @@ def _preference_key(plan: Plan) -> str | None:
     return digest("preference", trained, plan.train.model_dump(include=PREFERENCE)) if trained else None
 
 
-#: How a training run ends when it has nothing left to learn (train.py's ``stopped``).
-FINISHED = ("completed", "early_stopping")
-
-
-def _finished(out: Path) -> bool:
-    """Whether the pack's last training run finished its epochs (or stopped early on a plateau)."""
+def _finished(out: Path, epochs: int) -> bool:
+    """Whether the pack's last training run stopped early on a plateau, or finished at least ``epochs`` epochs (a
+    finished one-epoch run is not up to date for --epochs 3)."""
     try:
-        return read_json(out / "train" / "metrics.json").get("stopped") in FINISHED
+        metrics = read_json(out / "train" / "metrics.json")
     except (OSError, ValueError):
         return False
+    if metrics.get("stopped") == "early_stopping":
+        return True
+    return metrics.get("stopped") == "completed" and float(metrics.get("epochs") or 0) >= epochs - 0.01
 
 
 def _eval_key(plan: Plan) -> str:
-    parts = [checksum(plan.out / name) for name in ("style", "index", "adapter.gguf", "adapter")]
+    parts = [checksum(plan.out / name) for name in ("style", "index", "adapter.gguf", "adapter", "card.json")]
     return digest("eval", parts, plan.evaluate.model_dump(), plan.backend.model_dump(exclude={"backend_key"}),
                   plan.gen.model_dump())
 
