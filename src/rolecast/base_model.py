@@ -245,6 +245,15 @@ def is_named(ref: str | None) -> bool:
     return named(ref) is not None and not Path(ref).expanduser().exists()
 
 
+def trained_on_gguf(record: dict) -> bool:
+    """Whether a pack's adapter record names a GGUF base: recorded at training time (``base_format``), since a
+    file needs no .gguf suffix and a named base none at all; older packs by the suffix."""
+    base = record.get("base")
+    if "base_format" in record:
+        return record["base_format"] == "gguf"
+    return base is None or str(base).lower().endswith(".gguf")
+
+
 def gguf_path(ref: str | None) -> Path:
     """``--model`` for llama.cpp → the GGUF file: the bundled one, a named base's pulled file, or a checked path."""
     if ref is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .base_model import trained_on_gguf
 from .errors import ModelError, PackError
 from .pack import Pack
 
@@ -36,7 +37,7 @@ def vllm_base(pack: Pack) -> str:
     base = record.get("base")
     if base is None:
         return DEFAULT_HF_BASE
-    if str(base).lower().endswith(".gguf"):
+    if trained_on_gguf(record):
         raise ModelError(f"the LoRA of {pack.path} was trained on the GGUF file {Path(base).name}; vLLM serves LoRAs on "
                          "Hugging Face models", "train it with --base HF_ID (the model the GGUF was made from), or serve "
                          "it on the CPU: docker compose up")

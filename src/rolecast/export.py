@@ -145,10 +145,10 @@ def base_info(pack: Pack) -> BaseInfo:
     """Architecture and head counts of the base the adapter was trained on (from pack.json's record)."""
     record = pack.info.get("parts", {}).get("adapter", {})
     base = record.get("base")
-    if base is None or str(base).lower().endswith(".gguf"):
-        from .base_model import check_gguf, default_model_path
+    from .base_model import gguf_path, trained_on_gguf
 
-        path = check_gguf(Path(base), "base model") if base else default_model_path()
+    if trained_on_gguf(record):
+        path = gguf_path(base)
         return _gguf_base(path, record.get("base_sha256"))
     return _hf_base(str(base))
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from .backends import Backend, create
 from .backends.base import Message
-from .base_model import default_model_path
+from .base_model import gguf_path, trained_on_gguf
 from .errors import MessageError, ModelError, PackError
 from .files import sha256
 from .pack import Pack
@@ -336,9 +336,9 @@ def pack_backend(pack: Pack, settings: BackendSettings) -> BackendSettings:
     if settings.backend != "llamacpp" or not record:
         return settings.updated(adapter=adapter)
     base = record.get("base")
-    model = settings.model or (base if base and str(base).lower().endswith(".gguf") else None)
+    model = settings.model or (base if base and trained_on_gguf(record) else None)
     if adapter and not settings.adapter and record.get("base_sha256"):
-        path = Path(model).expanduser() if model else default_model_path()
+        path = gguf_path(model)
         if path.is_file() and file_checksum(path) != record["base_sha256"]:
             raise ModelError(f"the LoRA of {pack.path} was trained on {record.get('base_name') or base}, not on {path.name}",
                              "omit --model to serve it on its own base, or pass --no-adapter to serve this model without it")

@@ -511,7 +511,7 @@ def base_record(base: str | None, source: str, gguf: Path | None) -> dict:
     """How pack.json names the base: what rolecast reloads it from (None: the bundled default) and a checksum."""
     if base is not None and Path(base).expanduser().exists():
         base = str(Path(base).expanduser().resolve())
-    return {"base": base, "base_name": gguf.name if gguf else source,
+    return {"base": base, "base_name": gguf.name if gguf else source, "base_format": "gguf" if gguf else "hf",
             "base_sha256": sha256(gguf) if gguf else None}
 
 
