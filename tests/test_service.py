@@ -245,3 +245,24 @@ def test_a_best_of_n_stream_left_before_its_reply_stops_sampling(tmp_path):
         assert backend.steps < 50, f"sampling went on after the client left: {backend.steps} of 100 steps"
     finally:
         svc.close()
+
+
+def test_close_shuts_the_blind_arms_pool_and_backend_and_metrics_count_it(service):
+    """ChatService.close() left the blind arms' backend and pool open, and /metrics did not count that pool."""
+    from rolecast.performer import Performer
+
+    service, _ = service
+    class Closing(FakeBackend):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    char = next(iter(service.characters.values()))
+    arm_backend, arm_pool = Closing(), Pool("maggie-arm", 1, 1)
+    char.arms["prompt"] = (Performer(char.pack, arm_backend), arm_pool)
+    assert arm_pool in service.pools() and char.pool in service.pools()
+    service.close()
+    assert arm_backend.closed
+    with pytest.raises(RuntimeError):  # a shut pool takes no more work
+        arm_pool.executor.submit(lambda: None)

@@ -273,7 +273,9 @@ def run_case(performer: Performer, variant: Variant, case: dict, gen: Generation
     start = time.perf_counter()
     if variant.card:
         reply = performer.reply(case["history"], case["message"], gen=gen)
-        raw = max(reply.candidates, key=lambda c: c.total if c.text == reply.text else -1e9).raw if reply.candidates else ""
+        chosen = [c for c in reply.candidates if c.text == reply.text]
+        # The fallback line matches no candidate: what was said is the fallback itself, not some candidate's raw text.
+        raw = max(chosen, key=lambda c: c.total).raw if chosen else reply.text
         text, tokens = reply.text, reply.completion_tokens
     else:
         settings = gen.model_copy(update={"stop": [*gen.stop, *performer.post.stop_strings]})

@@ -57,7 +57,6 @@ class _QueueDepth:
 
     def collect(self):
         gauge = GaugeMetricFamily("rolecast_queue_depth", "Requests waiting or running per model pool", labels=["pool"])
-        pools = {c.pool.name: c.pool for c in self.service.characters.values()}
-        for name, pool in sorted(pools.items()):
-            gauge.add_metric([name], pool.pending)
+        for pool in sorted(self.service.pools(), key=lambda p: p.name):  # the blind arms' pools too
+            gauge.add_metric([pool.name], pool.pending)
         yield gauge

@@ -219,12 +219,17 @@ class ChatService:
     async def bind(self, key: str, model: str, conversation_id: str | None) -> None:
         await self._write(self._store.set_chat, key, model, conversation_id)
 
+    def pools(self) -> list[Pool]:
+        """Every generation pool this service runs, the blind arms' included, each once."""
+        pools = [pool for c in self.characters.values() for pool in [c.pool, *(pool for _, pool in c.arms.values())]]
+        return list({id(pool): pool for pool in pools}.values())
+
     def close(self) -> None:
-        pools = {id(c.pool): c.pool for c in self.characters.values()}
-        for pool in pools.values():
+        """Every pool and backend this service opened, the blind arms' included (each once: arms share them)."""
+        performers = [p for c in self.characters.values() for p in [c.performer, *(arm for arm, _ in c.arms.values())]]
+        for pool in self.pools():
             pool.shutdown()
-        backends = {id(c.performer.backend): c.performer.backend for c in self.characters.values()}
-        for backend in backends.values():
+        for backend in {id(p.backend): p.backend for p in performers}.values():
             backend.close()
         self._store.close()
 
