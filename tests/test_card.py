@@ -244,3 +244,67 @@ def test_a_hand_edited_pack_card_is_checked_when_read(sample_pack, tmp_path):
     card["data"]["extensions"]["rolecast"] = {"stats": "lots", "aliases": None}
     (pack_dir / "card.json").write_text(json.dumps(card))
     assert Performer(Pack.open(pack_dir), FakeBackend()).reply([], "Hello?").text
+
+
+def _card_png(tmp_path, how: str) -> Path:
+    import base64
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    payload = base64.b64encode(json.dumps({"spec": "chara_card_v2", "data": {"name": "Iris"}}).encode()).decode()
+    info = PngImagePlugin.PngInfo()
+    if how == "itxt":
+        info.add_itxt("chara", payload)
+    else:
+        info.add_text("chara", payload, zip=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "teal").save(buffer, format="PNG", pnginfo=info)
+    path = tmp_path / f"{how}.png"
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("how", ["itxt", "ztxt"])
+def test_cards_in_itxt_and_ztxt_chunks_load(tmp_path, how):
+    assert load_card(_card_png(tmp_path, how))["data"]["name"] == "Iris"
+
+
+def _pack_copy(sample_pack, tmp_path):
+    import shutil
+
+    from rolecast.pack import Pack
+
+    shutil.copytree(sample_pack, tmp_path / "pack")
+    return Pack.open(tmp_path / "pack")
+
+
+def test_a_truncated_png_card_is_one_line_and_changes_nothing(sample_pack, tmp_path):
+    from rolecast.card import import_card
+
+    good = _card_png(tmp_path, "itxt").read_bytes()
+    idat = good.index(b"IDAT")
+    bad = tmp_path / "truncated.png"
+    bad.write_bytes(good[:idat + 6] + good[-12:])  # the image data cut short, the file still ends in IEND
+    pack = _pack_copy(sample_pack, tmp_path)
+    before = {p.name: p.read_bytes() for p in pack.path.iterdir() if p.is_file()}
+    with pytest.raises(InputFileError) as caught:
+        import_card(pack, bad)
+    assert "\n" not in str(caught.value)
+    assert {p.name: p.read_bytes() for p in pack.path.iterdir() if p.is_file()} == before, "nothing written"
+
+
+def test_a_decompression_bomb_is_refused(sample_pack, tmp_path):
+    import struct
+    import zlib
+
+    from rolecast.card import import_card
+
+    good = bytearray(_card_png(tmp_path, "itxt").read_bytes())
+    ihdr = good.index(b"IHDR")
+    good[ihdr + 4:ihdr + 12] = struct.pack(">II", 200_000, 200_000)  # 40 gigapixels claimed
+    good[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(good[ihdr:ihdr + 17])))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bytes(good))
+    with pytest.raises(InputFileError, match="too large"):
+        import_card(_pack_copy(sample_pack, tmp_path), bomb)

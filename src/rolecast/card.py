@@ -19,8 +19,6 @@ import io
 import json
 import logging
 import re
-import struct
-import zlib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -125,7 +123,7 @@ def load_card(path: Path) -> dict:
 
 
 def _png_card_text(raw: bytes, path: Path) -> str:
-    chunks = _png_text_chunks(raw, path)
+    chunks = read_png(raw, path)[1]
     key = "chara" if "chara" in chunks else "ccv3" if "ccv3" in chunks else None
     if key is None:
         raise InputFileError(f"{path} is a PNG without a character card in it (no 'chara' text chunk)",
@@ -136,24 +134,25 @@ def _png_card_text(raw: bytes, path: Path) -> str:
         return chunks[key]  # some tools store the JSON itself, not its base64
 
 
-def _png_text_chunks(raw: bytes, path: Path) -> dict[str, str]:
-    """The tEXt chunks of a PNG, read by hand: Pillow caps text chunks at 1 MB, cards can be bigger."""
-    out: dict[str, str] = {}
-    pos = len(_PNG_SIGNATURE)
-    while pos < len(raw):
-        if pos + 12 > len(raw):
-            raise InputFileError(f"{path} is a truncated PNG", "export the card again")
-        length, kind = struct.unpack(">I4s", raw[pos:pos + 8])
-        body, crc = raw[pos + 8:pos + 8 + length], raw[pos + 8 + length:pos + 12 + length]
-        if len(crc) < 4 or zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
-            raise InputFileError(f"{path} is a damaged PNG (bad {kind.decode('latin-1')} chunk)", "export the card again")
-        if kind == b"tEXt":  # what SillyTavern, chub and RisuAI write; latin-1 is tEXt's charset
-            key, _, value = body.partition(b"\0")
-            out[key.decode("latin-1")] = value.decode("latin-1")
-        if kind == b"IEND":
-            break
-        pos += 12 + length
-    return out
+#: Text chunks up to this size are read (Pillow's default cap of 1 MB is below some cards' size).
+MAX_CARD_CHUNK = 64 * 2**20
+
+
+def read_png(raw: bytes, path: Path):
+    """The decoded image and its text chunks (tEXt, zTXt and iTXt, through Pillow). The whole image is decoded
+    here, before anything is written: a truncated or damaged PNG, or a decompression bomb, is one line."""
+    from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, MAX_CARD_CHUNK)
+    PngImagePlugin.MAX_TEXT_MEMORY = max(PngImagePlugin.MAX_TEXT_MEMORY, 4 * MAX_CARD_CHUNK)
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            image.load()
+            return image.convert("RGBA" if "A" in image.getbands() else "RGB"), dict(image.text)
+    except Image.DecompressionBombError as exc:
+        raise InputFileError(f"{path} is an image too large to be a card ({exc})", "export the card again") from None
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, EOFError) as exc:
+        raise InputFileError(f"{path} is a damaged or truncated PNG ({exc})", "export the card again") from None
 
 
 def as_v2(obj: object, path: Path | str = "card") -> dict:
@@ -189,8 +188,8 @@ def save_card(card: dict, path: Path, avatar: Path | None = None) -> None:
     if suffix == ".json":
         write_json(path, card)
     elif suffix == ".png":
-        payload = base64.b64encode(json.dumps(card, ensure_ascii=False).encode("utf-8"))
-        atomic_write(path, _with_text_chunk(_image_png(card, avatar), b"chara", payload))
+        payload = base64.b64encode(json.dumps(card, ensure_ascii=False).encode("utf-8")).decode("ascii")
+        atomic_write(path, _image_png(card, avatar, {"chara": payload}))
     else:
         raise InputFileError(f"cannot save a card as {path.name}", "give a path ending in .json or .png")
     log.info("card saved to %s", path)
@@ -204,7 +203,8 @@ def import_card(pack, path: Path, merge: bool = False) -> dict:
     speaker statistics, aliases and fallback line the chat relies on) is kept unless the
     imported card brings its own. A PNG's image becomes the pack's ``avatar.png``.
     """
-    incoming = load_card(path)
+    incoming = load_card(path)  # a PNG's image is decoded here too: nothing is written for a damaged one
+    picture = read_png(Path(path).read_bytes(), Path(path))[0] if Path(path).suffix.lower() == ".png" else None
     current = pack.card()
     data = dict(current["data"]) if merge else {}
     for key, value in incoming["data"].items():
@@ -219,12 +219,9 @@ def import_card(pack, path: Path, merge: bool = False) -> dict:
     if data["name"] != current["data"].get("name"):
         log.warning("the card is named %r, the pack's character %r: the chat will call the character %r",
                     data["name"], current["data"].get("name"), data["name"])
+    if picture is not None:  # the card's own picture: the web chat's avatar (written first: it cannot fail now)
+        atomic_write(pack.path / "avatar.png", _image_bytes(picture))
     save_card(card, pack.part("card"))
-    if Path(path).suffix.lower() == ".png":
-        from PIL import Image
-
-        with Image.open(path) as image:  # the card's own picture: the web chat's avatar
-            atomic_write(pack.path / "avatar.png", _image_bytes(image))
     pack.record("card", imported=str(path), merged=merge)
     return card
 
@@ -251,16 +248,10 @@ def _image_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def _with_text_chunk(png: bytes, key: bytes, value: bytes) -> bytes:
-    """``png`` with a tEXt chunk inserted before IEND (the last 12 bytes)."""
-    body = key + b"\0" + value
-    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
-    return png[:-12] + chunk + png[-12:]
-
-
-def _image_png(card: dict, avatar: Path | None) -> bytes:
-    """The avatar re-encoded as a bare PNG (old text chunks dropped), or a generated one."""
-    from PIL import Image, UnidentifiedImageError
+def _image_png(card: dict, avatar: Path | None, texts: dict[str, str]) -> bytes:
+    """The avatar re-encoded as a PNG carrying ``texts`` as tEXt chunks (its old text chunks dropped), or a
+    generated one."""
+    from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
     if avatar is None:
         image = initials_avatar(str(card.get("data", {}).get("name") or "?"))
@@ -270,8 +261,11 @@ def _image_png(card: dict, avatar: Path | None) -> bytes:
                 image = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
         except (OSError, UnidentifiedImageError) as exc:
             raise InputFileError(f"cannot read the avatar image {avatar} ({exc})", "pass a PNG or JPEG file") from None
+    info = PngImagePlugin.PngInfo()
+    for key, value in texts.items():
+        info.add_text(key, value)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
