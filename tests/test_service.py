@@ -174,12 +174,25 @@ def test_the_adapters_reach_the_chat_core_only_through_its_methods():
     import rolecast
 
     src = Path(rolecast.__file__).parent
-    for module in ("server.py", "webchat.py", "telegram.py"):
+    public = {name for name in dir(ChatService) if not name.startswith("_")} - {"characters", "settings"}
+
+    def on_service(node) -> bool:  # `service.x` or `self.service.x`
+        value = node.value
+        return (isinstance(value, ast.Name) and value.id == "service") or \
+            (isinstance(value, ast.Attribute) and value.attr == "service")
+
+    for module in ("server.py", "webchat.py", "telegram.py", "metrics.py"):
         tree = ast.parse((src / module).read_text())
-        touched = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
-        assert not touched & {"store", "_store", "performer", "arms"}, f"{module} reaches into ChatService's parts"
+        attributes = [node for node in ast.walk(tree) if isinstance(node, ast.Attribute)]
+        touched = {node.attr for node in attributes}
+        assert not touched & {"store", "_store", "performer", "arms", "pack", "pool"}, \
+            f"{module} reaches into ChatService's parts"
+        used = {node.attr for node in attributes if on_service(node)}
+        assert used <= public, f"{module} reads {sorted(used - public)} of the service: give ChatService a method"
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert "store" not in imported, f"{module} imports the store"
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+        assert "Character" not in names, f"{module} imports the service's Character"
 
 
 def test_greeting_defaults_and_conversations_through_the_service(service):

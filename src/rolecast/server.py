@@ -64,7 +64,7 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "models": sorted(service.characters)}
+        return {"status": "ok", "models": [m.id for m in service.models()]}
 
     @app.get("/metrics", tags=["ops"], response_class=_PlainText)
     async def prometheus() -> _PlainText:
@@ -73,8 +73,8 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
     @app.get("/v1/models", tags=["openai"])
     async def models(who: str = Depends(owner)) -> dict[str, Any]:
         return {"object": "list", "data": [
-            {"id": cid, "object": "model", "created": c.pack.created, "owned_by": "rolecast",
-             "character": c.name, "show": c.pack.show} for cid, c in sorted(service.characters.items())]}
+            {"id": m.id, "object": "model", "created": m.created, "owned_by": "rolecast",
+             "character": m.name, "show": m.show} for m in service.models()]}
 
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(body: ChatRequest, who: str = Depends(owner)):

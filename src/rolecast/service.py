@@ -123,6 +123,17 @@ class Character:
         return self.performer.character
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """What an adapter shows of a served character: its model id, name, show, pack date and avatar picture."""
+
+    id: str
+    name: str
+    show: str
+    created: int
+    avatar: Path | None
+
+
 @dataclass
 class ChatService:
     settings: ServeSettings
@@ -232,6 +243,19 @@ class ChatService:
         for backend in {id(p.backend): p.backend for p in performers}.values():
             backend.close()
         self._store.close()
+
+    def models(self) -> list[ServedModel]:
+        """Every served character, by model id: the whole view the adapters have of them."""
+        return [self.model(cid) for cid in sorted(self.characters)]
+
+    def model(self, model: str) -> ServedModel:
+        char = self.character(model)
+        avatar = char.pack.path / "avatar.png"
+        return ServedModel(char.id, char.name, char.pack.show, char.pack.created, avatar if avatar.is_file() else None)
+
+    def blind_turn_due(self) -> bool:
+        """Whether the next web chat turn is a blind A/B turn (``serve --blind``, at ``--blind-rate``)."""
+        return bool(self.settings.blind) and random.random() < self.settings.blind_rate
 
     def character(self, model: str) -> Character:
         try:

@@ -47,7 +47,7 @@ from aiogram.utils.token import TokenValidationError
 
 from .errors import NotFoundError, RolecastError, SettingsError, UnknownCharacterError
 from .performer import Reply
-from .service import Character, ChatService
+from .service import ChatService, ServedModel
 from .settings import TelegramSettings
 
 log = logging.getLogger(__name__)
@@ -144,21 +144,21 @@ class TelegramChats:
     """The handlers, and each chat's character and conversation in the service's store."""
 
     def __init__(self, service: ChatService, settings: TelegramSettings):
-        if not service.characters:
+        if not service.models():
             raise SettingsError("no character to serve", "pass at least one pack")
         self.service, self.settings = service, settings
-        self.default = next(iter(service.characters))
+        self.default = service.models()[0].id
 
     # -- state ------------------------------------------------------------------
     @staticmethod
     def key(chat_id: int) -> str:
         return f"telegram:{chat_id}"
 
-    def character(self, chat_id: int) -> Character:
+    def character(self, chat_id: int) -> ServedModel:
         row = self.service.binding(self.key(chat_id))
         # a character no longer served (the bot restarted with other packs) falls back on the default
-        name = row["character"] if row and row["character"] in self.service.characters else self.default
-        return self.service.characters[name]
+        served = {m.id for m in self.service.models()}
+        return self.service.model(row["character"] if row and row["character"] in served else self.default)
 
     async def conversation(self, chat_id: int) -> str:
         row = self.service.binding(self.key(chat_id))
@@ -170,7 +170,7 @@ class TelegramChats:
                 pass
         return (await self.fresh(chat_id, char))[0]
 
-    async def fresh(self, chat_id: int, char: Character) -> tuple[str, str]:
+    async def fresh(self, chat_id: int, char: ServedModel) -> tuple[str, str]:
         """A new conversation, and the character's greeting to open it. As in the web chat, the greeting
         is shown but not stored: a history opening on the assistant breaks strict chat templates."""
         conv = await self.service.create_conversation(char.id, owner=self.key(chat_id), title="Telegram")
@@ -178,19 +178,19 @@ class TelegramChats:
         greeting = self.service.greeting(char.id)
         return conv["id"], greeting or f"(You are talking to {char.name}.)"
 
-    def find(self, name: str) -> Character:
+    def find(self, name: str) -> ServedModel:
         wanted = name.strip().casefold()
-        for char in self.service.characters.values():
+        for char in self.service.models():
             if wanted in (char.id.casefold(), char.name.casefold()):
                 return char
         raise UnknownCharacterError(f"no character '{name.strip()}'",
-                                    f"choose one of: {', '.join(self.service.characters)}")
+                                    f"choose one of: {', '.join(m.id for m in self.service.models())}")
 
     # -- handlers ---------------------------------------------------------------
     async def start(self, message: Message, bot: Bot) -> None:
         await self.greet(bot, message.chat.id, self.character(message.chat.id))
 
-    async def greet(self, bot: Bot, chat_id: int, char: Character) -> None:
+    async def greet(self, bot: Bot, chat_id: int, char: ServedModel) -> None:
         await call(bot, SendMessage(chat_id=chat_id, text=(await self.fresh(chat_id, char))[1]))
 
     async def choose(self, message: Message, bot: Bot, command: CommandObject) -> None:
@@ -198,9 +198,8 @@ class TelegramChats:
             await self.greet(bot, message.chat.id, self.find(command.args))
             return
         current = self.character(message.chat.id).id
-        lines = [f"{'→' if c.id == current else '•'} {c.name} ({c.id})" for c in self.service.characters.values()]
-        buttons = [[InlineKeyboardButton(text=c.name, callback_data=PICK + c.id)]
-                   for c in self.service.characters.values()]
+        lines = [f"{'→' if c.id == current else '•'} {c.name} ({c.id})" for c in self.service.models()]
+        buttons = [[InlineKeyboardButton(text=c.name, callback_data=PICK + c.id)] for c in self.service.models()]
         text = "Characters:\n" + "\n".join(lines) + "\n\nTap one, or send /character NAME."
         await call(bot, SendMessage(chat_id=message.chat.id, text=text,
                                     reply_markup=InlineKeyboardMarkup(inline_keyboard=buttons)))
@@ -306,5 +305,5 @@ async def poll(dispatcher: Dispatcher, bot: Bot, **polling: Any) -> None:
 async def run_bot(service: ChatService, settings: TelegramSettings) -> None:
     """Serve ``service``'s characters on Telegram until interrupted."""
     bot, dispatcher = make_bot(settings), build_dispatcher(service, settings)
-    log.info("Telegram bot serving %s", ", ".join(service.characters))
+    log.info("Telegram bot serving %s", ", ".join(m.id for m in service.models()))
     await poll(dispatcher, bot)

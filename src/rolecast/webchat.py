@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import hmac
 import html
-import random
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -103,22 +102,20 @@ class WebChat:
 
     # -- views -------------------------------------------------------------------------
     def choices(self) -> list[tuple[str, str]]:
-        chars = sorted(self.service.characters.items())
-        return [(f"{c.name} — {c.pack.show}" if c.pack.show else c.name, cid) for cid, c in chars]
+        return [(f"{m.name} — {m.show}" if m.show else m.name, m.id) for m in self.service.models()]
 
     def avatar(self, character: str) -> str:
         """A PNG of the pack's avatar.png, else a portrait with the character's initials."""
         if character not in self._avatars:
-            char = self.service.character(character)
+            served = self.service.model(character)
             # Written once as a file: Gradio re-encodes a PIL image into its cache on every
             # update, in place, and a browser fetching it meanwhile gets a truncated file.
             path = Path(self._dir.name) / f"{len(self._avatars)}.png"
-            source = char.pack.path / "avatar.png"
-            if source.exists():
-                with Image.open(source) as image:
+            if served.avatar is not None:
+                with Image.open(served.avatar) as image:
                     image.save(path, format="PNG")
             else:
-                initials_avatar(char.name).save(path, format="PNG")
+                initials_avatar(served.name).save(path, format="PNG")
             self._avatars[character] = str(path)
         return self._avatars[character]
 
@@ -170,10 +167,10 @@ class WebChat:
     def load(self, saved: Any) -> tuple[Any, Any, Chat, str, Saved]:
         """Page load: the character last picked in this browser (else the first), with its history."""
         saved = saved_state(saved)
-        ids = sorted(self.service.characters)
+        ids = [m.id for m in self.service.models()]
         if not ids:
             return gr.update(), None, [], "No character is served.", saved
-        character = saved["character"] if saved["character"] in self.service.characters else ids[0]
+        character = saved["character"] if saved["character"] in ids else ids[0]
         _, chat, scores, saved = self._view(character, saved)
         return gr.update(value=character), self.avatar(character), chat, scores, saved
 
@@ -229,7 +226,7 @@ class WebChat:
     # -- the blind test (serve --blind) ------------------------------------------------
     def blind_due(self) -> bool:
         """Whether this turn is a blind A/B turn."""
-        return self.service.settings.blind and random.random() < self.service.settings.blind_rate
+        return self.service.blind_turn_due()
 
     def panel(self, character: str, saved: Any) -> tuple[Any, str, str]:
         """The two replies waiting for a vote in this browser's conversation: shown, or the panel hidden."""
@@ -328,7 +325,7 @@ class WebChat:
 
     # -- layout ------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
-        first = next(iter(sorted(self.service.characters)), None)
+        first = next((m.id for m in self.service.models()), None)
         gen, perf = self.service.defaults(first) if first else (GenerationSettings(), PerformerSettings())
         defaults = {GenerationSettings: gen, PerformerSettings: perf}
         with gr.Blocks(title="rolecast", analytics_enabled=False) as blocks:
