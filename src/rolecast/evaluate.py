@@ -412,15 +412,21 @@ STYLE_TRUST = 0.60
 #: least this well (the held-apart judge's bar: the same task, one classifier per comparison), and cannot tell
 #: two halves of the character's own lines apart beyond it.
 DISCRIMINATOR_TRUST = 0.60
+#: Random splits of the character's lines in two whose discriminator AUCs are averaged (shown: mean, lowest–highest).
+HALF_SPLITS = 5
 
 
 def discriminator_checks(encoder, real: list[str], others: list[str], rounds: int, seed: int) -> dict[str, Any]:
     """Two checks that can fail: the character vs other speakers (must separate), the character vs itself (must not)."""
-    order = np.random.default_rng(seed).permutation(len(real))
-    half = len(real) // 2
-    a, b = [real[i] for i in order[:half]], [real[i] for i in order[half:2 * half]]
+    half, rng = len(real) // 2, np.random.default_rng(seed)
+    splits = []
+    for k in range(HALF_SPLITS):  # one split of 50 + 50 lines is noisy: the mean over several
+        order = rng.permutation(len(real))
+        splits.append(discriminator(encoder, [real[i] for i in order[:half]], [real[i] for i in order[half:2 * half]],
+                                    0, seed + k)["auc"])
     versus_others = discriminator(encoder, real, others, rounds, seed)
-    halves = discriminator(encoder, a, b, rounds, seed)
+    halves = {"auc": round(float(np.mean(splits)), 4), "ci": (float(np.min(splits)), float(np.max(splits))),
+              "splits": len(splits)}
     trusted = (versus_others["auc"] >= DISCRIMINATOR_TRUST and not halves["auc"] >= DISCRIMINATOR_TRUST)
     return {"versus_others": versus_others, "halves": halves, "trusted": bool(trusted), "bar": DISCRIMINATOR_TRUST}
 
