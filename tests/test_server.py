@@ -309,3 +309,61 @@ def test_latency_of_a_stream_counts_until_its_last_byte(tmp_path):
     text = client.get("/metrics").text
     total = float(re.search(r'rolecast_request_seconds_sum\{route="/v1/chat/completions"\} ([0-9.e+-]+)', text).group(1))
     assert total >= 0.5, f"the histogram stopped when the stream started: {total:.3f} s"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_n_above_one_with_a_conversation_is_refused_the_same_way_streamed_or_not(client, backend, stream):
+    """Streamed, n=2 with a conversation gave one choice; not streamed, two choices of which one was stored."""
+    conv = client.post("/v1/conversations", json={"model": "maggie"}).json()
+    r = ask(client, "Hi", n=2, stream=stream, rolecast={"conversation_id": conv["id"]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+    assert client.get(f"/v1/conversations/{conv['id']}").json()["messages"] == [], "nothing stored"
+
+
+def test_behind_a_trusted_proxy_each_browser_is_counted_not_the_proxy(tmp_path, monkeypatch):
+    """Without API keys every browser behind one proxy shared a bucket: --trusted-proxy has uvicorn read
+    X-Forwarded-For from that proxy (only), so the web chat's rate limit counts each browser's address."""
+    import uvicorn
+
+    from conftest import make_pack
+    from rolecast.cli import main
+
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.append(kwargs))
+    pack = make_pack(tmp_path / "maggie", "Maggie")
+    common = ["serve", str(pack), "--backend", "fake", "--db", str(tmp_path / "c.db"), "--no-web"]
+    assert main([*common, "--trusted-proxy", "10.0.0.1"]) == 0
+    assert main(common) == 0
+    assert seen[0]["proxy_headers"] and seen[0]["forwarded_allow_ips"] == "10.0.0.1"
+    assert seen[1]["proxy_headers"] is False, "no proxy named: a forged X-Forwarded-For is not believed"
+
+
+def test_a_client_that_leaves_stops_best_of_n_sampling(build, backend, monkeypatch):
+    """n > 1 is sampled whole before anything is sent: a client that disconnected kept the model busy to the end."""
+    import threading
+    import time
+
+    from starlette.requests import Request
+
+    from rolecast.backends import Completion
+
+    seen = {}
+
+    def complete(messages, settings, n=1, cancel=None):
+        start = time.perf_counter()
+        while cancel is not None and not cancel.is_set() and time.perf_counter() - start < 10:
+            time.sleep(0.01)  # a long sampling run, token by token
+        seen["cancelled"], seen["seconds"] = bool(cancel and cancel.is_set()), time.perf_counter() - start
+        return [Completion("Hm.", 1, "cancelled" if seen["cancelled"] else "stop") for _ in range(n)]
+
+    monkeypatch.setattr(backend, "complete", complete)
+    gone = threading.Event()
+
+    async def is_disconnected(self):
+        return gone.is_set()
+
+    monkeypatch.setattr(Request, "is_disconnected", is_disconnected)
+    client = build()
+    threading.Timer(0.5, gone.set).start()  # the client leaves half a second in
+    ask(client, "Hi", n=2)
+    assert seen["cancelled"] and seen["seconds"] < 3, seen

@@ -279,3 +279,57 @@ def test_close_shuts_the_blind_arms_pool_and_backend_and_metrics_count_it(servic
     assert arm_backend.closed
     with pytest.raises(RuntimeError):  # a shut pool takes no more work
         arm_pool.executor.submit(lambda: None)
+
+
+def test_idle_rate_limit_buckets_are_forgotten(monkeypatch):
+    """The limiter kept one entry per key, address and Telegram chat forever."""
+    from rolecast import service as svc_module
+    from rolecast.service import RateLimiter
+
+    now = [1000.0]
+    monkeypatch.setattr(svc_module.time, "monotonic", lambda: now[0])
+    limiter = RateLimiter(per_minute=60)
+    for i in range(100):
+        limiter.check(f"telegram:{i}")
+    assert len(limiter.buckets) == 100
+    now[0] += 61  # every bucket has filled up again
+    limiter.check("key:abc")
+    assert set(limiter.buckets) == {"key:abc"}
+    with pytest.raises(RateLimitError):  # a caller still counting keeps its bucket
+        for _ in range(61):
+            limiter.check("key:abc")
+
+
+def test_a_read_on_the_event_loop_does_not_wait_for_a_commit(service):
+    """Reads shared the writer's lock, and a commit fsyncs: a read on the loop stalled every other request."""
+    svc, _ = service
+    conv = svc._store.create_conversation("maggie", "local")
+    holding = threading.Event()
+
+    def long_commit():  # what a slow fsync looks like from the outside: the writer's lock held for a second
+        with svc._store._lock:
+            holding.set()
+            time.sleep(1.0)
+
+    async def scenario():
+        gaps, last = [], time.perf_counter()
+
+        async def ticker():
+            nonlocal last
+            for _ in range(60):
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        writer = threading.Thread(target=long_commit)
+        writer.start()
+        holding.wait()
+        await asyncio.sleep(0)
+        assert svc.conversation(conv["id"])["id"] == conv["id"] and svc.messages(conv["id"]) == []
+        await tick
+        writer.join()
+        return max(gaps)
+
+    assert asyncio.run(scenario()) < 0.3, "the event loop waited for the commit"

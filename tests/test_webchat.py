@@ -437,3 +437,21 @@ def test_browser_blind_vote(live_blind, browser):
     shown = page.locator("body").inner_text()
     assert "retrieval" not in shown and "prompt" not in shown, "the page never learns which variant said what"
     expect(last_bot(page)).to_have_text(b)
+
+
+def test_the_rate_limit_counts_the_api_key_not_the_name_a_user_signs_in_with(tmp_path, backend):
+    """With API keys, any user name and a valid key used to get a fresh allowance; now the key's is shared."""
+    from types import SimpleNamespace
+
+    _, service = open_service(tmp_path, backend, rate_limit=1)
+    web = WebChat(service)
+    keys = [b"secret-key"]
+    assert web.sign_in("alice", "secret-key", keys) and web.sign_in("mallory", "secret-key", keys)
+    assert not web.sign_in("eve", "guess", keys)
+    request = lambda name: SimpleNamespace(username=name, client=SimpleNamespace(host="10.0.0.1"))  # noqa: E731
+    alice, mallory = web.caller(request("alice")), web.caller(request("mallory"))
+    assert alice == mallory and alice.startswith("key:")
+    saved = collect(web.send("Hi", "maggie", None, *DEFAULTS, who=alice))[-1][3]
+    with pytest.warns(UserWarning, match="too many requests"):
+        collect(web.send("Again", "maggie", saved, *DEFAULTS, who=mallory))
+    service.close()

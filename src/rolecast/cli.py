@@ -259,7 +259,10 @@ def serve(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
     app = create_app(settings, service)
     log.info("serving %s on http://%s:%d", ", ".join(sorted(service.characters)), settings.host, settings.port)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        # Behind a reverse proxy, its X-Forwarded-For names the browser (only from the proxies the user trusts).
+        proxies = {"proxy_headers": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies)} \
+            if settings.trusted_proxies else {"proxy_headers": False}
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", **proxies)
     finally:
         service.close()
 

@@ -1,4 +1,5 @@
-"""Progress bars for the long stages (eval's variants, the retrieval index), on a terminal only.
+"""Progress bars for the long stages (eval's variants, the retrieval index), on a terminal only; ``say`` for the
+one line a long stage announces itself with (train: what an epoch will take).
 
     for case in bar(cases, f"eval {name}"):
         ...
@@ -20,6 +21,13 @@ T = TypeVar("T")
 def enabled() -> bool:
     """Whether to draw: stderr is a terminal and rolecast's log level lets warnings through."""
     return sys.stderr.isatty() and logging.getLogger("rolecast").getEffectiveLevel() <= logging.WARNING
+
+
+def say(message: str) -> None:
+    """One line of the command's own output on stderr (what a long stage is about to do), unless quiet (-q)."""
+    if logging.getLogger("rolecast").getEffectiveLevel() <= logging.WARNING:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
 
 
 def bar(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

@@ -13,13 +13,15 @@ with ``extra_body={"rolecast": {...}}``), conversations (create, list, read, del
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -77,11 +79,15 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
              "character": m.name, "show": m.show} for m in service.models()]}
 
     @app.post("/v1/chat/completions", tags=["openai"])
-    async def chat_completions(body: ChatRequest, who: str = Depends(owner)):
+    async def chat_completions(body: ChatRequest, request: Request, who: str = Depends(owner)):
         gen, perf = service.defaults(body.model)
         gen, perf = gen.updated(**body.generation_overrides()), body.performer_settings(perf)
         opts = body.rolecast
         if opts and opts.conversation_id:
+            if body.n > 1:  # one stored reply per turn: n choices would be shown and one kept (or one streamed)
+                raise MessageError("n > 1 cannot go with a conversation_id: a stored conversation keeps one reply a turn",
+                                   "drop n (rolecast.candidates reranks several into one), or drop conversation_id",
+                                   param="n")
             conv = service.conversation(opts.conversation_id, who)
             if conv["character"] != body.model:
                 raise MessageError(f"conversation {conv['id']} is with '{conv['character']}', not '{body.model}'",
@@ -91,7 +97,8 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
             return await _respond(body, source, conv["id"])
         history, message = body.history_and_message()
         if body.n > 1:
-            reply = await service.reply(body.model, history, message, gen, perf)
+            reply = await _cancelled_on_disconnect(request, lambda cancel: service.reply(body.model, history, message,
+                                                                                         gen, perf, cancel))
             if body.stream:  # OpenAI clients read n choices from one stream, told apart by their index
                 return EventSourceResponse(_choice_events(body, reply), ping=15)
             return completion_response(body, reply, None)
@@ -120,6 +127,23 @@ def create_app(settings: ServeSettings, service: ChatService) -> FastAPI:
 
         mount(app, service, settings.api_keys)
     return app
+
+
+#: How often a best-of-n request checks that its client is still there.
+DISCONNECT_POLL_S = 0.25
+
+
+async def _cancelled_on_disconnect(request: Request, start: Callable[[threading.Event], Awaitable[Reply]]) -> Reply:
+    """Await ``start(cancel)``, setting ``cancel`` when the client goes: best-of-n sampling then stops at the next
+    token (the stream path stops when its response is closed)."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(start(cancel))
+    while not task.done():
+        if await request.is_disconnected():
+            cancel.set()
+            break
+        await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+    return await task
 
 
 async def _respond(body: ChatRequest, source: AsyncIterator[str | Reply], conversation_id: str | None):

@@ -47,17 +47,28 @@ class RateLimiter:
         self.rate = per_minute / 60.0
         self.capacity = float(per_minute)
         self.buckets: dict[str, tuple[float, float]] = {}
+        self._swept = time.monotonic()
 
     def check(self, who: str) -> None:
         if self.rate <= 0:
             return
         now = time.monotonic()
+        self._forget_idle(now)
         tokens, last = self.buckets.get(who, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - last) * self.rate)
         if tokens < 1:
             self.buckets[who] = (tokens, now)
             raise RateLimitError("too many requests for this API key", "slow down", retry_after=(1 - tokens) / self.rate)
         self.buckets[who] = (tokens - 1, now)
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the buckets that have filled up again: an idle caller costs nothing, and the table does not keep
+        every key, address and Telegram chat ever seen (a sweep at most once a refill period)."""
+        full = self.capacity / self.rate
+        if now - self._swept < full:
+            return
+        self._swept = now
+        self.buckets = {who: (t, last) for who, (t, last) in self.buckets.items() if now - last < full}
 
 
 def blind_variants(wanted: list[str], has_adapter: bool) -> list[str]:
@@ -274,9 +285,10 @@ class ChatService:
 
     # -- generation -------------------------------------------------------------
     async def reply(self, model: str, history: list[Message], message: str, gen: GenerationSettings | None = None,
-                    perf: PerformerSettings | None = None) -> Reply:
+                    perf: PerformerSettings | None = None, cancel: threading.Event | None = None) -> Reply:
+        """The whole reply (best-of-n, reranked); setting ``cancel`` stops its sampling at the next token."""
         char = self.character(model)
-        reply = await char.pool.run(char.performer.reply, history, message, gen, perf)
+        reply = await char.pool.run(char.performer.reply, history, message, gen, perf, cancel)
         self._done(model, reply)
         return reply
 

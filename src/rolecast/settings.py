@@ -150,6 +150,7 @@ class ServeSettings(Settings):
     max_body_kb: int = Field(512, ge=1, le=100_000, description="Largest request body, in KiB (413 above).")
     rate_limit: int = Field(120, ge=0, le=1_000_000, description="Requests per minute per API key (0: no limit).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (repeatable); none: CORS off.", json_schema_extra={"cli": "--cors-origin"})
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses of reverse proxies whose X-Forwarded-For is believed (repeatable; '*' for any), so that the web chat's rate limit counts each browser, not the proxy. None: the connecting address counts.", json_schema_extra={"cli": "--trusted-proxy"})
     web: bool = Field(True, description="Serve the web chat at /.")
     blind: bool = Field(False, description="Blind test in the web chat: some turns show two replies of different variants (names hidden) and ask which is better; votes go to the db ('rolecast eval PACK --votes DB' reads them).")
     blind_rate: float = Field(0.5, ge=0.0, le=1.0, description="Share of web chat turns that are blind A/B turns when --blind is on.")

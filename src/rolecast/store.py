@@ -75,8 +75,19 @@ class Store:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(SCHEMA)
+        # Reads get a connection and a lock of their own: with WAL they see the last commit without waiting for a
+        # writer's fsync, so a read on the event loop never waits on a turn being saved. (An in-memory database
+        # exists per connection: there the writer's connection reads too.)
+        self._reader, self._read_lock = self._conn, self._lock
+        if self.path != ":memory:":
+            self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._reader.row_factory = sqlite3.Row
+            self._read_lock = threading.RLock()
 
     def close(self) -> None:
+        with self._read_lock:
+            if self._reader is not self._conn:
+                self._reader.close()
         with self._lock:
             self._conn.close()
 
@@ -93,8 +104,8 @@ class Store:
                 raise
 
     def _rows(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(row) for row in self._conn.execute(sql, args).fetchall()]
+        with self._read_lock:
+            return [dict(row) for row in self._reader.execute(sql, args).fetchall()]
 
     # -- conversations ---------------------------------------------------------
     def create_conversation(self, character: str, owner: str, title: str = "") -> dict[str, Any]:

@@ -62,6 +62,7 @@ from .errors import EmptyResultError, ModelError, SettingsError, TrainingError, 
 from .export import exportable_arch
 from .files import atomic_dir, atomic_write, read_json, sha256, write_json
 from .pack import Pack
+from .progress import say
 from .settings import TrainSettings
 from .templates import ChatTemplate
 from .train_data import Rows, load_rows, training_system_prompt
@@ -416,7 +417,8 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
         cap_steps(trainer, settings)
         log.info("training %s on %s (%s, %d examples, %d skipped as too long); if interrupted, continue with: %s",
                  pack.character, base["base_name"], device, len(data.rows), data.skipped, command)
-        log.info("%s", epoch_estimate(sum(data.lengths), model, device, settings))
+        if rank == 0:
+            say(epoch_estimate(sum(data.lengths), model, device, settings).capitalize())
         output = run_trainer(trainer, checkpoint, budget, out, command)
         stopped, eval_loss = stop_reason(trainer, budget, settings), final_eval_loss(trainer)
         if rank:  # the first process writes the pack: the adapter is the same in every one

@@ -20,6 +20,7 @@ the Chatbot sanitises as well): a reply with ``<script>`` shows the tag as text.
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import html
 import tempfile
@@ -98,6 +99,7 @@ class WebChat:
     def __init__(self, service: ChatService):
         self.service = service
         self._avatars: dict[str, str] = {}
+        self._key_of: dict[str, str] = {}  # signed-in user name -> the API key's identity (sign_in)
         self._dir = tempfile.TemporaryDirectory(prefix="rolecast-web-")  # removed with this object
 
     # -- views -------------------------------------------------------------------------
@@ -194,12 +196,24 @@ class WebChat:
         async for out in self._turn(character, saved, "", values, regenerate=True, who=who):
             yield out
 
-    @staticmethod
-    def caller(request: gr.Request | None) -> str | None:
-        """The web user the rate limit counts: the signed-in name (with API keys), else the browser's address."""
+    def sign_in(self, username: str, password: str, keys: Sequence[bytes]) -> bool:
+        """Gradio's check of a sign-in (any user name, an API key as the password). The name is the caller's
+        choice, so the rate limit counts the key behind it, as the API does (``key:`` + its hash)."""
+        matched = False
+        for key in keys:  # every key compared, in constant time
+            matched |= hmac.compare_digest(password.encode(), key)
+        if matched:
+            self._key_of[username] = "key:" + hashlib.sha256(password.encode()).hexdigest()[:16]
+        return matched
+
+    def caller(self, request: gr.Request | None) -> str | None:
+        """Who the rate limit counts: the API key a signed-in user gave (a new name gets no new allowance), else
+        the browser's address."""
         if request is None:
             return None
-        return "web:" + (request.username or (request.client.host if request.client else "unknown"))
+        if request.username and request.username in self._key_of:
+            return self._key_of[request.username]
+        return "web:" + (request.client.host if request.client else "unknown")
 
     async def undo(self, character: str, saved: Any) -> Out:
         """Remove the last exchange; the user's message goes back into the box for editing."""
@@ -418,10 +432,7 @@ def mount(app: FastAPI, service: ChatService, api_keys: Sequence[str] = ()) -> N
     keys = [k.encode() for k in api_keys]
 
     def signed_in(username: str, password: str) -> bool:
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(password.encode(), key)
-        return matched
+        return chat.sign_in(username, password, keys)
 
     gr.mount_gradio_app(app, chat.build(), path="/", ssr_mode=False, run_history=False, show_error=False,
                         footer_links=["gradio"], allowed_paths=[chat._dir.name],
