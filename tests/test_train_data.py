@@ -117,6 +117,16 @@ def test_scene_rows_train_every_line_of_the_character_and_nothing_else(tokenizer
     assert len(trained) == data.replies and not Counter(trained) - Counter(said), "only the character's lines"
     missing = Counter(said) - Counter(trained)
     assert sum(missing.values()) == data.skipped, f"lines never trained: {list(missing)[:3]}"
+    from rolecast.examples import read_examples
+
+    def lines(*splits):
+        return {ex["completion"][0]["content"] for split in splits
+                for ex in read_examples(short_pack / "examples" / f"{split}.jsonl")}
+
+    held_out_only = lines("validation", "test") - lines("train")  # what no train scene says
+    assert held_out_only and not held_out_only & set(trained), "a validation or test scene reached a train row"
+    text = "".join(tokenizer.decode(row["input_ids"]) for row in data.rows)
+    assert not [line for line in held_out_only if len(line) > 25 and line in text], "not even as context"
     replies = load_rows(pack, "train", tokenizer, TrainSettings(data="replies", max_length=max_length))
     assert sum(data.lengths) < 0.6 * sum(replies.lengths), "a scene should read its prompt once for all its replies"
 
