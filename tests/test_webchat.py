@@ -455,3 +455,23 @@ def test_the_rate_limit_counts_the_api_key_not_the_name_a_user_signs_in_with(tmp
     with pytest.warns(UserWarning, match="too many requests"):
         collect(web.send("Again", "maggie", saved, *DEFAULTS, who=mallory))
     service.close()
+
+
+def test_blind_turns_draw_the_order_at_random_and_the_page_names_no_variant(tmp_path, backend):
+    """The old test could not fail: its replies were fixed strings, and the A/B order was never looked at."""
+    import random
+
+    _, service = open_service(tmp_path, backend, **BLIND)
+    web = WebChat(service)
+    random.seed(11)
+    saved = None
+    for i in range(8):
+        backend.queue(f"First {i}.", f"Second {i}.")
+        saved = collect(web.send(f"Turn {i}", "maggie", saved, *DEFAULTS))[-1][3]
+        panel, a, b = web.panel("maggie", saved)
+        page = " ".join(str(v) for v in (panel, a, b)).lower()
+        assert "prompt" not in page and "retrieval" not in page, "a variant's name reached the page"
+        asyncio.run(web.vote("a", "maggie", saved))
+    shown_first = [v["variant_a"] for v in service._store.votes("maggie")]
+    assert len(shown_first) == 8 and set(shown_first) == {"prompt", "retrieval"}, "A is not always the same variant"
+    service.close()
