@@ -303,17 +303,53 @@ def test_pad_multiple_is_64_on_the_cpu_and_none_on_a_gpu_unless_set():
     assert pad_multiple(TrainSettings(pad_to_multiple=16), "cuda") == 16
 
 
-def test_large_buffers_are_mapped_unless_the_environment_says_otherwise(monkeypatch):
-    import platform
+#: In a fresh process: malloc, free and malloc again 8 MiB, then how many blocks glibc holds as mapped memory.
+#: glibc's sliding threshold rises to 8 MiB after the first free, so without the setting the second one comes
+#: from its heap (and stays there when freed); with it, every buffer above 4 MiB is mapped (and returned).
+MALLOC_PROBE = """
+import ctypes, sys
+sys.path.insert(0, {src!r})
+from rolecast.train import map_large_buffers
+if {mapped}:
+    assert map_large_buffers(4)
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+libc.free(libc.malloc(8 << 20))
+before = libc.mallinfo2().hblks  # the interpreter's own mapped blocks
+block = libc.malloc(8 << 20)
+print(libc.mallinfo2().hblks - before)
+"""
 
-    from rolecast.train import map_large_buffers
+
+@pytest.mark.parametrize("mapped, blocks", [(True, 1), (False, 0)])
+def test_large_buffers_are_mapped_in_a_process_of_their_own(mapped, blocks):
+    """Checked by its effect, in a subprocess: the setting changes the allocator of the process it runs in."""
+    import platform
+    import subprocess
+    import sys
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    assert map_large_buffers(4) and not map_large_buffers(0)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, "-c", MALLOC_PROBE.format(src=src, mapped=mapped)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) == blocks
+
+
+def test_the_users_own_malloc_setting_wins(monkeypatch):
+    from rolecast.train import map_large_buffers
+
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert not map_large_buffers(4), "the user's own setting wins"
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert not map_large_buffers(0), "0 turns it off"
 
 
 def test_training_says_how_long_an_epoch_will_take_before_it_starts():
