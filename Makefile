@@ -51,7 +51,7 @@ test-fast: setup
 MIN_VENV := .venv-min
 test-min:
 	$(call venv,$(MIN_VENV),-c constraints-min.txt)
-	$(MIN_VENV)/bin/python -m pytest -m "not slow" -p no:cacheprovider
+	ROLECAST_MIN_VENV=1 $(MIN_VENV)/bin/python -m pytest -m "not slow" -p no:cacheprovider
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -97,7 +97,7 @@ class FakeBackend(Backend):
 register("fake", FakeBackend)
 
 #: Variables that steer the tests themselves, not rolecast: left alone.
-TEST_CONTROLS = {"ROLECAST_REQUIRE_BROWSER", "ROLECAST_SCREENSHOT"}
+TEST_CONTROLS = {"ROLECAST_REQUIRE_BROWSER", "ROLECAST_SCREENSHOT", "ROLECAST_MIN_VENV"}
 
 
 @pytest.fixture(autouse=True)

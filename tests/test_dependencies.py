@@ -42,3 +42,26 @@ def test_every_floor_is_pinned_at_that_version_in_constraints_min():
 @pytest.mark.parametrize("name", ["transformers", "trl", "gradio", "llama-cpp-python"])
 def test_the_libraries_whose_new_apis_rolecast_uses_have_floors(name):
     assert name in floors()
+
+
+def test_the_installed_versions_are_the_floors_in_the_min_venv_and_above_them_elsewhere():
+    """`make test-min` sets ROLECAST_MIN_VENV: there every floor must be the version installed, so that the fast suite
+    it runs is a test of that floor; elsewhere, nothing installed may be below its floor."""
+    import importlib.metadata
+    import os
+
+    from packaging.version import Version
+
+    at_floor = os.environ.get("ROLECAST_MIN_VENV") == "1"
+    checked = 0
+    for name, floor in floors().items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # an extra this venv does not have
+        checked += 1
+        if at_floor:
+            assert Version(installed) == Version(floor), f"{name} {installed} is not its floor {floor} in the min venv"
+        else:
+            assert Version(installed) >= Version(floor), f"{name} {installed} is below its floor {floor}"
+    assert checked >= 10, "the floors of the installed extras were checked"

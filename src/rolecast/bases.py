@@ -139,7 +139,7 @@ def pull(base: NamedBase, progress: bool = True) -> Path:
         raise ModelError(f"{base.gguf_repo}/{base.gguf_file} is not on the hub ({first_line(exc)})",
                          "report it: the named base's file has moved") from None
     except Exception as exc:  # offline: the hub's own errors, OSError, or its HTTP client's (httpx2) connect errors
-        transport = type(exc).__module__.split(".")[0] in ("httpx", "httpx2")
+        transport = type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3")
         if not (transport or isinstance(exc, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError, OSError))):
             raise
         raise ModelError(f"cannot reach the Hugging Face hub to pull {base.name} ({first_line(exc)})",
