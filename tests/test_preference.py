@@ -121,3 +121,15 @@ def test_the_preference_stage_has_a_budget_of_its_own(sft_pack, tmp_path, monkey
         pref.tune(pack, TrainSettings(dpo=True, preference_pairs=4, max_length=160, max_minutes=60,
                                       preference_max_minutes=20))
     assert budgets == [20]
+
+
+def test_a_preference_run_stopped_by_its_budget_leaves_no_checkpoint(sft_pack, tmp_path):
+    """It saved one under train/preference that nothing resumes, and said to continue with a command that starts over."""
+    from rolecast.preference import tune
+
+    pack = tmp_path / "p"
+    shutil.copytree(sft_pack, pack)
+    result = tune(pack, TrainSettings(dpo=True, preference_pairs=4, max_steps=50, batch_size=2, max_length=160,
+                                      preference_max_minutes=0.0001))
+    assert result["steps"] < 50, "the budget stopped it"
+    assert not list((pack / "train" / "preference").glob("checkpoint-*"))

@@ -241,8 +241,10 @@ def test_a_folder_base_trains_and_its_adapter_exports(tokenizer, short_pack, tmp
 
 
 @pytest.mark.slow
-def test_two_processes_train_one_adapter_under_torchrun(tokenizer, short_pack, tmp_path):
-    """What accelerate launch does on GPUs, on the CPU (gloo): two processes share the steps, one writes the pack."""
+@pytest.mark.parametrize("stop", [("--max-steps", "3"), ("--max-minutes", "0.03", "--epochs", "50")])
+def test_two_processes_train_one_adapter_under_torchrun(tokenizer, short_pack, tmp_path, stop):
+    """What accelerate launch does on GPUs, on the CPU (gloo): two processes share the steps, one writes the pack;
+    on a time budget they stop together (were one to stop alone, the other would wait in a collective: a timeout)."""
     import subprocess
     import sys
 
@@ -252,12 +254,16 @@ def test_two_processes_train_one_adapter_under_torchrun(tokenizer, short_pack, t
     pack = tmp_path / "p"
     shutil.copytree(short_pack, pack)
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "rolecast.cli", "train", str(pack), "--base", str(base), "--max-steps", "3", "--batch-size", "2",
+                           "-m", "rolecast.cli", "train", str(pack), "--base", str(base), *stop, "--batch-size", "2",
                            "--max-length", "160", "--max-eval-examples", "2", "--eval-steps", "1", "--save-steps", "1",
                            "--early-stopping-patience", "0", "--no-progress"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_json(pack / "train" / "meta.json")["processes"] == 2
-    assert Pack.open(pack).info["parts"]["adapter"]["steps"] == 3
+    metrics = read_json(pack / "train" / "metrics.json")
+    if stop[0] == "--max-steps":
+        assert Pack.open(pack).info["parts"]["adapter"]["steps"] == 3 and metrics["stopped"] == "max_steps"
+    else:
+        assert metrics["stopped"] == "max_minutes" and metrics["epochs"] < 50, metrics["stopped"]
     assert (pack / "adapter" / "adapter_model.safetensors").exists()
 
 

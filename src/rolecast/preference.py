@@ -119,6 +119,8 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
     trainer.add_callback(budget.callback())
     output = run_trainer(trainer, None, budget, pack.path / "train" / "preference", f"rolecast train {pack.path} --{method}",
                          resumable=False)
+    for saved in (pack.path / "train" / "preference").glob("checkpoint-*"):  # a budget's stop saves one: never resumed
+        shutil.rmtree(saved, ignore_errors=True)
     if "ref" in trainer.model.peft_config:  # DPO's frozen copy of the SFT adapter: not part of the result
         trainer.model.delete_adapter("ref")
     if sft != backup:
