@@ -134,9 +134,11 @@ def test_an_interrupted_run_names_the_resume_command(tmp_path):
             global_step = 7
 
         def train(self, resume_from_checkpoint=None):
-            budget.reason = "interrupted"  # what Ctrl-C / SIGTERM do, at the next step end
+            budget.reason = "interrupted"  # what Ctrl-C / SIGTERM do, at the next step end, which saves a checkpoint
+            (tmp_path / "checkpoint-7").mkdir()
+            (tmp_path / "checkpoint-7" / "trainer_state.json").write_text("{}")
 
-    with pytest.raises(TrainingError, match=r"step 7.*rolecast train .*p --resume"):
+    with pytest.raises(TrainingError, match=r"step 7; checkpoint-7 is saved.*rolecast train p --resume"):
         run_trainer(Interrupted(), None, budget, tmp_path, "rolecast train p --resume")
 
 
