@@ -267,9 +267,10 @@ def gguf_path(ref: str | None) -> Path:
 
 def resolve_model(ref: str | None) -> tuple[str, dict]:
     """``--model``/``--base`` → (what ``from_pretrained`` takes, its extra arguments)."""
-    path = gguf_path(ref) if ref is None or is_named(ref) else Path(ref).expanduser()
     if ref is None or is_named(ref):
+        path = gguf_path(ref)
         return str(path.parent), {"gguf_file": path.name}
+    path = Path(ref).expanduser()
     if path.suffix.lower() == ".gguf" or path.is_file():
         path = check_gguf(path)
         return str(path.parent), {"gguf_file": path.name}

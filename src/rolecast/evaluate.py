@@ -47,8 +47,17 @@ from .judges import (
     pairwise,
 )
 from .pack import Pack, slug
-from .performer import VARIANTS, Performer, Variant, pack_adapter, pack_backend, repetition, variant_settings
-from .postprocess import PostProcessor, breaks_persona, loops
+from .performer import (
+    VARIANTS,
+    Performer,
+    Variant,
+    pack_adapter,
+    pack_backend,
+    pack_postprocessor,
+    repetition,
+    variant_settings,
+)
+from .postprocess import breaks_persona, loops
 from .probes import probes
 from .progress import bar
 from .prompt import build_prompt
@@ -199,8 +208,7 @@ def reply_code() -> str:
 def recompute(pack: Pack, runs: dict[str, dict]) -> None:
     """Every per-row figure that the current code derives from a stored reply, derived again: a resumed run keeps
     its replies, never the loop, impersonation or persona-break figures of the code that made them."""
-    post = PostProcessor(pack.character, pack.info.get("speakers", []),
-                         pack.card()["data"].get("extensions", {}).get("rolecast", {}).get("aliases", []))
+    post = pack_postprocessor(pack)
     for run in runs.values():
         for row in [*run["rows"], *run.get("scenes", [])]:
             row.update(loop=float(loops(row["raw"])), impersonation_raw=float(post.impersonates(row["raw"])),

@@ -98,7 +98,7 @@ class Performer:
         ext = self.card["data"].get("extensions", {}).get("rolecast", {})
         self.fallback = ext.get("fallback") or DEFAULT_FALLBACK
         self.typical_words = float(ext.get("stats", {}).get("words_per_line_median") or 12)
-        self.post = PostProcessor(self.character, pack.info.get("speakers", []), ext.get("aliases", []), user)
+        self.post = pack_postprocessor(pack, self.card, user)
         self.index = _optional(pack, "index", _load_index) if index is AUTO else index
         self.style = _optional(pack, "style", _load_style) if style is AUTO else style
 
@@ -304,6 +304,13 @@ VARIANTS: dict[str, Variant] = {
     # The LoRA given the card's whole system turn whatever it was trained with (does a compact one serve better?).
     "lora+card": Variant(card=True, examples=4, adapter=True, candidates=1, system_turn="card"),
 }
+
+
+def pack_postprocessor(pack: Pack, card: dict | None = None, user: str = "User") -> PostProcessor:
+    """The post-processor of a pack's character: the card's name and aliases, the pack's other speakers."""
+    data = (card or pack.card())["data"]
+    aliases = data.get("extensions", {}).get("rolecast", {}).get("aliases", [])
+    return PostProcessor(data["name"], pack.info.get("speakers", []), aliases, user)
 
 
 def variant_settings(variant: Variant, perf: PerformerSettings) -> PerformerSettings:

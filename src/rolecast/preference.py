@@ -108,7 +108,8 @@ def tune(pack: Pack | str | Path, settings: TrainSettings, progress: bool = True
     start = time.monotonic()
     pairs, counts = build_pairs(pack, model, tokenizer, settings, record.get("system_turn", "card"))
     template = ChatTemplate.of_tokenizer(tokenizer)
-    pairs = [text_pair(pair, template, tokenizer) for pair in pairs]
+    drop_bos = adds_bos(tokenizer)  # TRL's tokenizing adds it
+    pairs = [text_pair(pair, template, drop_bos) for pair in pairs]
     if not pairs:
         raise EmptyResultError(f"no preference pairs could be built from {pack.path}'s train split",
                                f"rebuild the pack: rolecast prepare SCRIPTS --character NAME --out {pack.path}")
@@ -183,13 +184,11 @@ def build_pairs(pack: Pack, model, tokenizer, settings: TrainSettings, system_tu
     return pairs, counts
 
 
-def text_pair(pair: dict, template: ChatTemplate, tokenizer) -> dict:
+def text_pair(pair: dict, template: ChatTemplate, drop_bos: bool) -> dict:
     """A conversational pair as the text TRL tokenizes, rendered by rolecast's template (TRL's own rendering
     would give Gemma a system turn it refuses and Qwen3 its thinking): the prompt up to where the model
     answers, each reply with the template's lead and end marker."""
-    prompt = template.render(pair["prompt"], generation=True)
-    if template.bos and prompt.startswith(template.bos) and adds_bos(tokenizer):
-        prompt = prompt[len(template.bos):]  # the tokenizer adds it when TRL tokenizes
+    prompt = template.render(pair["prompt"], generation=True, drop_bos=drop_bos)
     end = template.tail.rstrip()
     return {"prompt": prompt, "chosen": template.lead + pair["chosen"][0]["content"] + end,
             "rejected": template.lead + pair["rejected"][0]["content"] + end}

@@ -127,13 +127,18 @@ class ChatTemplate:
         return self._template.render(messages=messages, add_generation_prompt=generation, bos_token=self.bos,
                                      eos_token=self.eos, **TEMPLATE_VARIABLES)
 
-    def render(self, messages: list[dict], generation: bool = False) -> str:
-        """``messages`` adapted to the template and rendered; ``generation``: ending where the model answers."""
+    def render(self, messages: list[dict], generation: bool = False, drop_bos: bool = False) -> str:
+        """``messages`` adapted to the template and rendered; ``generation``: ending where the model answers;
+        ``drop_bos``: without the BOS the template writes, for a tokenizer that adds its own (Llama 3, Gemma)."""
         try:
-            return self.raw(self.normalize(messages), generation)
+            text = self.raw(self.normalize(messages), generation)
         except Exception as exc:
-            raise TemplateError(f"the chat template of {self.name} refused the conversation ({first_line(exc)})",
-                                "report it with the model's name: rolecast adapts conversations to tested templates") from None
+            raise self.refused_conversation(exc) from None
+        return text[len(self.bos):] if drop_bos and self.bos and text.startswith(self.bos) else text
+
+    def refused_conversation(self, exc: Exception) -> TemplateError:
+        return TemplateError(f"the chat template of {self.name} refused the conversation ({first_line(exc)})",
+                             "report it with the model's name: rolecast adapts conversations to tested templates")
 
     def tokens(self, tokenizer, messages: list[dict], generation: bool = False) -> list[int]:
         """The rendering as token ids of ``tokenizer`` (the template writes its special tokens itself)."""
@@ -211,7 +216,12 @@ class ChatTemplate:
 
     # -- where each turn lies --------------------------------------------------------
     def layout(self, messages: list[dict]) -> tuple[str, list[Turn]]:
-        """The rendering of ``messages`` (normalized) and where each normalized turn lies in it.
+        """The rendering of ``messages`` (normalized) and where each normalized turn lies in it (``layout_map``)."""
+        text, turns, _ = self.layout_map(messages)
+        return text, turns
+
+    def layout_map(self, messages: list[dict]) -> tuple[str, list[Turn], list[int]]:
+        """``layout``, and for each given message the index of the turn that holds it (``normalize_map``).
 
         The conversation is rendered twice, once with each message's content replaced by a sentinel:
         where a sentinel lands is where its content is, whatever the template does around it (Qwen3
@@ -219,13 +229,12 @@ class ChatTemplate:
         last user turn, Phi-4 closes the whole with its end-of-text). An assistant turn's span runs
         from the template's lead before the reply to its end marker, as the model writes them.
         """
-        norm, _ = self.normalize_map(messages)
+        norm, owner = self.normalize_map(messages)
         try:
             text = self.raw(norm)
             shown = self.raw([{**m, "content": mark(i)} for i, m in enumerate(norm)])
         except Exception as exc:
-            raise TemplateError(f"the chat template of {self.name} refused the conversation ({first_line(exc)})",
-                                "report it with the model's name") from None
+            raise self.refused_conversation(exc) from None
         parts, starts, pos, last = [], {}, 0, 0
         for hit in _MARK.finditer(shown):
             k = int(hit.group(1))
@@ -248,8 +257,7 @@ class ChatTemplate:
                 lead = len(self.lead) if text[:start].endswith(self.lead) else 0
                 span = (start - lead, end + self.closing(text[end:]))
             turns.append(Turn(m["role"], start, end, span))
-        return text, turns
-
+        return text, turns, owner
 
     def closing(self, after: str) -> int:
         """How much of ``after`` (the text after a turn's content) is the template's end marker: the longest

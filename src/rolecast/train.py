@@ -381,7 +381,8 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
     torch = require("torch", "train")
     device = pick_device(settings)
     out = pack.path / CHECKPOINTS
-    checkpoint = resume_checkpoint(out, settings, data_checksum(pack))
+    data_sum = data_checksum(pack)
+    checkpoint = resume_checkpoint(out, settings, data_sum)
     map_large_buffers(settings.mmap_threshold_mib)
     rank, world = processes()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -406,7 +407,7 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
     base = base_record(settings.base, source, gguf)
     if checkpoint is None and rank == 0:  # a new run: the previous run's checkpoints go (only now that this one can start)
         shutil.rmtree(out, ignore_errors=True)
-        write_json(out / RUN_FILE, {"settings": settings.model_dump(), "base": base, "data": data_checksum(pack)})
+        write_json(out / RUN_FILE, {"settings": settings.model_dump(), "base": base, "data": data_sum})
     budget, command = Budget(settings.max_minutes), resume_command(pack.path)
     with replies_only_head(device), warnings.catch_warnings():
         # PEFT looks for the base's config.json when saving, to check the vocabulary (a GGUF base has none);
@@ -418,7 +419,8 @@ def train(pack: Pack | str | Path, settings: TrainSettings, progress: bool = Tru
         log.info("training %s on %s (%s, %d examples, %d skipped as too long); if interrupted, continue with: %s",
                  pack.character, base["base_name"], device, len(data.rows), data.skipped, command)
         if rank == 0:
-            say(epoch_estimate(sum(data.lengths), model, device, settings).capitalize())
+            estimate = epoch_estimate(sum(data.lengths), model, device, settings)
+            say(estimate[:1].upper() + estimate[1:])
         output = run_trainer(trainer, checkpoint, budget, out, command)
         stopped, eval_loss = stop_reason(trainer, budget, settings), final_eval_loss(trainer)
         if rank:  # the first process writes the pack: the adapter is the same in every one

@@ -188,8 +188,7 @@ class Masker:
     def __call__(self, messages: list[dict], only_last: bool = False) -> tuple[list[int], list[int], list[int]]:
         """(input_ids, assistant_masks, token index where each given message ends); ``only_last``: the loss on
         the last assistant turn alone."""
-        _, owner = self.template.normalize_map(messages)
-        text, turns = self.template.layout(messages)
+        text, turns, owner = self.template.layout_map(messages)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         starts = [start for start, _ in offsets]

@@ -126,10 +126,8 @@ class LlamaCppBackend(Backend):
         return self.model.token_to_piece(token, special=True).rstrip(b"\0").decode("utf-8", "replace")
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
-        prompt = self.template.render(messages, generation=True)
         add_bos = self.model.add_bos_token()
-        if add_bos and self.template.bos and prompt.startswith(self.template.bos):
-            prompt = prompt[len(self.template.bos):]  # the template writes BOS itself (Llama 3, Gemma): once, not twice
+        prompt = self.template.render(messages, generation=True, drop_bos=add_bos)  # BOS once, not twice
         return self.model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     def count_tokens(self, messages: list[Message]) -> int:
