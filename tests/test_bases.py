@@ -136,13 +136,43 @@ def test_models_lists_them_as_json():
 
 
 def test_pull_survives_a_broken_connection_and_checks_the_hubs_sha256(hub, tmp_path):
-    """huggingface_hub retries a download cut short (2.4 restarts it: it no longer resumes a partial file)."""
+    """A download cut short is tried again: by huggingface_hub 2.x itself, by ``bases.download`` under 1.x."""
     data = payload()
     server = hub(files={f"{BASE.gguf_repo}/{BASE.gguf_file}": data}, cut=1_000_000)
     done = rolecast(["models", "pull", BASE.name, "--no-progress"], tmp_path, server.url)
     assert done.returncode == 0, done.stderr
     path = Path(done.stdout.strip().split(": ", 1)[1])
     assert path.read_bytes() == data and server.cut == 0, "the first transfer was cut, the second completed"
+
+
+class ReadError(Exception):
+    """Stands for httpx's error on a connection closed mid-body."""
+
+
+ReadError.__module__ = "httpx"
+
+
+def test_download_tries_a_cut_transfer_again_but_not_another_error(tmp_path):
+    from rolecast import bases
+
+    class Hub:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), 0
+
+        def hf_hub_download(self, repo, name, token=None):
+            self.calls += 1
+            if self.errors:
+                raise self.errors.pop(0)
+            return str(tmp_path / name)
+
+    flaky = Hub([ReadError("peer closed connection"), ReadError("again")])
+    assert bases.download(flaky, BASE, None) == tmp_path / BASE.gguf_file and flaky.calls == 3
+    with pytest.raises(ReadError):
+        bases.download(Hub([ReadError("cut")] * bases.DOWNLOAD_TRIES), BASE, None)
+    other = Hub([ValueError("not a transport error")])
+    with pytest.raises(ValueError):
+        bases.download(other, BASE, None)
+    assert other.calls == 1
 
 
 def test_a_download_that_does_not_match_the_hubs_sha256_is_removed(hub, tmp_path):

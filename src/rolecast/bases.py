@@ -131,7 +131,7 @@ def pull(base: NamedBase, progress: bool = True) -> Path:
     token = os.environ.get("HF_TOKEN") or None
     try:
         meta = hub.get_hf_file_metadata(hub.hf_hub_url(base.gguf_repo, base.gguf_file), token=token)
-        path = Path(hub.hf_hub_download(base.gguf_repo, base.gguf_file, token=token))
+        path = download(hub, base, token)
     except errors.GatedRepoError:
         raise ModelError(f"{base.name} ({base.gguf_repo}) is gated: its licence must be accepted first",
                          f"accept it on https://huggingface.co/{base.hf_repo}, then set HF_TOKEN to a token of that account") from None
@@ -139,8 +139,7 @@ def pull(base: NamedBase, progress: bool = True) -> Path:
         raise ModelError(f"{base.gguf_repo}/{base.gguf_file} is not on the hub ({first_line(exc)})",
                          "report it: the named base's file has moved") from None
     except Exception as exc:  # offline: the hub's own errors, OSError, or its HTTP client's (httpx2) connect errors
-        transport = type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3")
-        if not (transport or isinstance(exc, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError, OSError))):
+        if not (is_transport_error(exc) or isinstance(exc, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError, OSError))):
             raise
         raise ModelError(f"cannot reach the Hugging Face hub to pull {base.name} ({first_line(exc)})",
                          "connect to the internet (and unset HF_HUB_OFFLINE), or pass a local .gguf to --base") from None
@@ -150,6 +149,28 @@ def pull(base: NamedBase, progress: bool = True) -> Path:
         raise ModelError(f"the download of {base.gguf_file} does not match the hub's sha256 {expected[:12]}…; removed",
                          f"pull it again: rolecast models pull {base.name}")
     return path
+
+
+#: Tries of a download the connection cuts short: a 400 MB file over a flaky line, whatever huggingface_hub's own retries.
+DOWNLOAD_TRIES = 3
+
+
+def download(hub, base: NamedBase, token: str | None) -> Path:
+    """``hf_hub_download`` again when the connection drops mid-file: huggingface_hub 2.x retries that itself,
+    1.x gives up; a hub that cannot be reached at all fails on the first try (the metadata request before)."""
+    for attempt in range(1, DOWNLOAD_TRIES + 1):
+        try:
+            return Path(hub.hf_hub_download(base.gguf_repo, base.gguf_file, token=token))
+        except Exception as exc:
+            if attempt == DOWNLOAD_TRIES or not is_transport_error(exc):
+                raise
+            log.warning("the download of %s broke off (%s); trying again", base.gguf_file, first_line(exc))
+    raise AssertionError("unreachable")
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """An error of the HTTP client under huggingface_hub (httpx, httpx2, requests, urllib3)."""
+    return type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3")
 
 
 def sha256_of(path: Path) -> str:
