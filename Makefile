@@ -40,6 +40,7 @@ demo: $(SAMPLE_PACK)/adapter.gguf
 # Lint and the fast suite first, so that a lint or logic break fails in minutes; then the slow tests.
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports  # the layers (pyproject's [tool.importlinter]): an import against the grain names its edge
 	$(PY) -m pytest -m "not slow"
 	$(PY) tests/llama_converter.py  # llama.cpp's own converter, for the architecture tests (fetched once)
 	$(PY) -m pytest -m slow
@@ -55,6 +56,7 @@ test-min:
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 # CUDA training (bf16, QLoRA) against the CPU and vLLM serving the LoRA; says so and exits 0 without CUDA.
 gpu-check: setup

@@ -106,8 +106,8 @@ def main() -> None:
     from llama_cpp import Llama
 
     from rolecast.backends.llamacpp import guard_amx
-    from rolecast.base_model import default_model_path
-    from rolecast.performer import Performer
+    from rolecast.chat.performer import Performer
+    from rolecast.models.base_model import default_model_path
     from rolecast.settings import BackendSettings, GenerationSettings, PerformerSettings
 
     guard_amx()  # bare Llama gets the model parameters rolecast's backend uses

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = """
 import json, sys, time
 sys.path.insert(0, {src!r})
-from rolecast.evaluate import evaluate
+from rolecast.evaluation.evaluate import evaluate
 from rolecast.pack import Pack
 from rolecast.settings import BackendSettings, EvalSettings, GenerationSettings
 settings = EvalSettings(variants={variants!r}, limit={limit}, seed=13, **{extra!r})

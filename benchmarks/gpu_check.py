@@ -59,7 +59,7 @@ def train(pack: Path, steps: int, env: dict | None = None, extra: tuple[str, ...
 
 def dequantized_base(folder: Path) -> Path:
     """The bundled GGUF as an HF folder: what vLLM and bitsandbytes load."""
-    from rolecast.base_model import load_model, load_tokenizer, resolve_base
+    from rolecast.models.base_model import load_model, load_tokenizer, resolve_base
 
     source, kwargs, _ = resolve_base(None)
     load_model(source, kwargs, "cpu", False).save_pretrained(folder)

@@ -37,11 +37,11 @@ def bare_read(files: list[Path]) -> tuple[float, int]:
 def main() -> None:
     if not SHARED.exists():
         sys.exit(f"{SHARED} is absent: this benchmark needs the real corpora")
+    from rolecast.chat.retrieval import build_index
+    from rolecast.chat.style import train_style
     from rolecast.pack import Pack
     from rolecast.prepare import prepare
-    from rolecast.retrieval import build_index
     from rolecast.settings import PrepareSettings
-    from rolecast.style import train_style
 
     out_root = Path(tempfile.mkdtemp(prefix="rolecast-ingest-"))
     for character, files in CASES:

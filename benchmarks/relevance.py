@@ -31,11 +31,11 @@ def main() -> None:
     args = parser.parse_args()
     from scipy.stats import spearmanr
 
-    from rolecast.judges import Judges, last_turn, read_lines, shuffled_pairs
+    from rolecast.chat.performer import ECHO, clears_gate
+    from rolecast.evaluation.judges import Judges, last_turn, read_lines, shuffled_pairs
     from rolecast.pack import Pack
-    from rolecast.performer import ECHO, clears_gate
     from rolecast.settings import PerformerSettings
-    from rolecast.style import roc_auc
+    from rolecast.stats import roc_auc
 
     pack = Pack.open(args.pack)
     judges = Judges.fit(pack)

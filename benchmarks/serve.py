@@ -111,9 +111,9 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from rolecast.base_model import default_model_path
+    from rolecast.chat.performer import Performer
+    from rolecast.models.base_model import default_model_path
     from rolecast.pack import Pack
-    from rolecast.performer import Performer
     from rolecast.settings import BackendSettings, GenerationSettings
 
     pack = args.pack or default_pack()

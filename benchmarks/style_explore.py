@@ -1,10 +1,10 @@
-"""Exploration for the style classifier (``rolecast.style``): stand-in packs and method comparison.
+"""Exploration for the style classifier (``rolecast.chat.style``): stand-in packs and method comparison.
 
     # a stand-in House pack (seasons 1-6 train, 7 validation, 8 test) when `rolecast prepare` is unavailable
     python benchmarks/style_explore.py pack-house /tmp/style_packs/house
     # a stand-in Friends pack for one character (seasons 1-8 train, 9 validation, 10 test)
     python benchmarks/style_explore.py pack-friends /tmp/style_packs/chandler --character "Chandler Bing"
-    # train methods of rolecast.style on a pack, print their reports, load time and scoring latency
+    # train methods of rolecast.chat.style on a pack, print their reports, load time and scoring latency
     python benchmarks/style_explore.py compare /tmp/style_packs/house --methods auto,minilm --max-minutes 12
     # the variants that lost (numbers in rolecast/style.py's docstring); --cache keeps the embeddings
     python benchmarks/style_explore.py baselines /tmp/style_packs/house --cache /tmp/emb_house
@@ -107,8 +107,8 @@ def pack_friends(out: Path, character: str) -> None:
 
 def compare(pack_path: Path, methods: list[str], seed: int, max_minutes: float) -> None:
     sys.path.insert(0, str(ROOT / "src"))
+    from rolecast.chat.style import StyleScorer, train_style
     from rolecast.pack import Pack
-    from rolecast.style import StyleScorer, train_style
 
     pack = Pack.open(pack_path)
     for method in methods:
@@ -122,7 +122,7 @@ def compare(pack_path: Path, methods: list[str], seed: int, max_minutes: float) 
         scorer = StyleScorer.load(pack)
         load = time.perf_counter() - start
         code = ("import time; t = time.perf_counter(); from rolecast.pack import Pack; "
-                "from rolecast.style import StyleScorer; s = StyleScorer.load(Pack.open(" + repr(str(pack.path)) + ")); "
+                "from rolecast.chat.style import StyleScorer; s = StyleScorer.load(Pack.open(" + repr(str(pack.path)) + ")); "
                 "print(time.perf_counter() - t)")
         cold = subprocess.run(
             [sys.executable, "-c", code],
@@ -153,8 +153,9 @@ def baselines(pack_path: Path, cache: Path | None) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
+    from rolecast.chat.style import TfidfModel, load_data
     from rolecast.pack import Pack
-    from rolecast.style import TfidfModel, best_threshold, load_data, roc_auc
+    from rolecast.stats import best_threshold, roc_auc
 
     data = load_data(Pack.open(pack_path), seed=13)
     tr, va, te = data["train"], data["validation"], data["test"]
@@ -207,7 +208,7 @@ def baselines(pack_path: Path, cache: Path | None) -> None:
         vectors = np.load(cache.with_suffix(".npy"))
         texts = json.loads(cache.with_suffix(".json").read_text())
     else:
-        from rolecast.embeddings import embedder
+        from rolecast.models.embeddings import embedder
 
         start = time.perf_counter()
         vectors = embedder().encode(texts, batch_size=128)

@@ -25,7 +25,7 @@ shared machine's load drifts by 3x within minutes and would decide any compariso
 runs made one after the other. Real tokens are the non-padding tokens of the batches;
 the time is forward, backward and optimizer step (TRL's own ``compute_loss``). Peak
 resident memory needs a process per configuration: each one trains ``--rss-steps``
-steps through ``rolecast.train``'s trainer in a subprocess.
+steps through ``rolecast.training.sft``'s trainer in a subprocess.
 
 ``--equal-minutes M`` answers another question: what a row should be. Per-reply rows (one reply
 and its context each), whole scenes (rolecast's default: every line of the character in a
@@ -72,24 +72,24 @@ def setup(spec: dict):
     """Tokenizer, the base model, the sampled rows and common settings."""
     import torch
 
-    from rolecast import base_model as B
-    from rolecast import train as T
+    from rolecast.models import base_model as B
     from rolecast.pack import Pack
     from rolecast.settings import TrainSettings
+    from rolecast.training.data import load_rows
 
     torch.set_num_threads(os.cpu_count() or 1)
     common = {k: spec[k] for k in ("batch_size", "grad_accum", "max_length", "max_context_turns") if spec.get(k)}
     settings = TrainSettings(**common)
     source, kwargs, _ = B.resolve_base(settings.base)
     tokenizer = B.load_tokenizer(source, kwargs)
-    data = T.load_rows(Pack.open(spec["pack"]), "train", tokenizer, settings,
+    data = load_rows(Pack.open(spec["pack"]), "train", tokenizer, settings,
                        limit=(spec["steps"] + spec.get("warmup", 0)) * settings.batch_size * settings.grad_accum)
     return tokenizer, B.load_model(source, kwargs, "cpu", False), data, common
 
 
 def trainer_for(cfg: dict, model, tokenizer, data, common: dict, steps: int, out: str):
-    from rolecast import train as T
     from rolecast.settings import TrainSettings
+    from rolecast.training import sft as T
 
     settings = TrainSettings(strategy=cfg["strategy"], gradient_checkpointing=cfg["gradient_checkpointing"], max_steps=steps,
                              **{k: cfg[k] for k in ("precision", "pad_to_multiple", "mmap_threshold_mib") if k in cfg},
@@ -112,7 +112,7 @@ def epochs(trainer):
 
 def interleaved(spec: dict) -> list[dict]:
     """One optimizer step per configuration in turn; per configuration: tokens and seconds of every step."""
-    from rolecast import train as T
+    from rolecast.training import sft as T
 
     tokenizer, base, data, common = setup(spec)
     runs = []
@@ -141,7 +141,7 @@ def one_step(trainer, batches, head: str) -> tuple[int, float, int]:
     (real tokens, seconds, tokens with a loss)."""
     import torch
 
-    from rolecast.train import replies_only_head
+    from rolecast.training.sft import replies_only_head
 
     micro = [next(batches) for _ in range(trainer.args.gradient_accumulation_steps)]
     items = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
@@ -175,22 +175,23 @@ def equal_time(spec: dict) -> list[dict]:
     tokens of the same per-reply validation rows."""
     import torch
 
-    from rolecast import base_model as B
-    from rolecast import train as T
+    from rolecast.models import base_model as B
     from rolecast.pack import Pack
     from rolecast.settings import TrainSettings
+    from rolecast.training import sft as T
+    from rolecast.training.data import load_rows
 
     torch.set_num_threads(os.cpu_count() or 1)
     pack = Pack.open(spec["pack"])
     source, kwargs, _ = B.resolve_base(None)
     tokenizer, base = B.load_tokenizer(source, kwargs), B.load_model(source, kwargs, "cpu", False)
-    validation = T.load_rows(pack, "validation", tokenizer, TrainSettings(data="replies"), limit=spec["val_rows"]).rows
+    validation = load_rows(pack, "validation", tokenizer, TrainSettings(data="replies"), limit=spec["val_rows"]).rows
     runs = []
     for cfg in EQUAL_TIME:
         settings = TrainSettings(data=cfg["data"], strategy=cfg["strategy"], gradient_checkpointing=cfg["gradient_checkpointing"],
                                  max_steps=10**6, max_eval_examples=0, save_steps=10**6, eval_steps=10**6,
                                  early_stopping_patience=0, **{k: cfg[k] for k in ("precision", "max_context_turns") if k in cfg})
-        data = T.load_rows(pack, "train", tokenizer, settings)  # the whole split: an epoch is what it costs
+        data = load_rows(pack, "train", tokenizer, settings)  # the whole split: an epoch is what it costs
         trainer = T.build_trainer(copy.deepcopy(base), tokenizer, data, None, settings, spec["out"], "cpu", progress=False)
         trainer.create_optimizer()  # no scheduler: the same constant rate for all, whatever their step counts
         ready(trainer)
@@ -234,9 +235,10 @@ def peak_rss(spec: dict) -> dict:
     tokenizer, model, data, common = setup(spec)
     cfg = spec["cfg"]
     trainer, settings = trainer_for(cfg, model, tokenizer, data, common, spec["steps"], spec["out"])
-    from rolecast.train import map_large_buffers, replies_only_head
+    from rolecast.training.runtime import map_large_buffers
+    from rolecast.training.sft import replies_only_head
 
-    map_large_buffers(settings.mmap_threshold_mib)  # as rolecast.train.train does
+    map_large_buffers(settings.mmap_threshold_mib)  # as rolecast.training.sft.train does
 
     with replies_only_head("cpu") if cfg["head"] == "replies" else contextlib.nullcontext():
         trainer.train()

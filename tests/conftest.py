@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rolecast.backends import Backend, Completion, Message, register
-from rolecast.script import Line, Script
+from rolecast.ingest.script import Line, Script
 from rolecast.settings import BackendSettings, GenerationSettings
 
 try:  # tests that load models through llama_cpp.Llama get the parameters the llamacpp backend uses
@@ -153,7 +153,7 @@ def house_pack(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer():
     """The default base model's tokenizer."""
-    from rolecast.base_model import load_tokenizer, resolve_base
+    from rolecast.models.base_model import load_tokenizer, resolve_base
 
     source, kwargs, _ = resolve_base(None)
     return load_tokenizer(source, kwargs)
@@ -231,7 +231,7 @@ def tiny_model(arch: str, folder: Path, spm: Path) -> Path:
 
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
-    from rolecast.templates import CHATML
+    from rolecast.models.templates import CHATML
 
     config_class, model_class, extra = TINY_ARCHS[arch]
     torch.manual_seed(0)

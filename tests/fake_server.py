@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import uvicorn  # noqa: E402
 
 from conftest import FakeBackend  # noqa: E402
-from rolecast.server import create_app  # noqa: E402
-from rolecast.service import ChatService  # noqa: E402
+from rolecast.serve.server import create_app  # noqa: E402
+from rolecast.serve.service import ChatService  # noqa: E402
 from rolecast.settings import BackendSettings, ServeSettings  # noqa: E402
 
 REPLY = " ".join(f"Word{i}." for i in range(60))

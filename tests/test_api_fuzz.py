@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from conftest import FakeBackend, make_pack
-from rolecast.server import create_app
-from rolecast.service import ChatService
+from rolecast.serve.server import create_app
+from rolecast.serve.service import ChatService
 from rolecast.settings import BackendSettings, ServeSettings
 
 CALLS: list[int] = []

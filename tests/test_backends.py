@@ -229,7 +229,7 @@ def test_dry_matches_llama_cpp_on_real_text():
 
     from rolecast.backends.base import DRY_BREAKERS
     from rolecast.backends.hf import dry_penalties
-    from rolecast.base_model import default_model_path
+    from rolecast.models.base_model import default_model_path
 
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
@@ -598,7 +598,7 @@ def server(tmp_path_factory):
     missing = [m for m in SERVER_DEPS if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"llama_cpp.server needs {', '.join(missing)}: pip install 'llama-cpp-python[server]'")
-    from rolecast.base_model import default_model_path
+    from rolecast.models.base_model import default_model_path
 
     port, log = free_port(), tmp_path_factory.mktemp("server") / "server.log"
     command = [sys.executable, str(Path(__file__).parent / "llama_server.py"), "--model", str(default_model_path()), "--host", "127.0.0.1",

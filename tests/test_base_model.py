@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rolecast.base_model import check_lora, cpu_has_amx, cpu_has_bf16, mixed_precision
 from rolecast.errors import ModelError
+from rolecast.models.base_model import check_lora, cpu_has_amx, cpu_has_bf16, mixed_precision
 
 torch = pytest.importorskip("torch")
 
@@ -37,7 +37,7 @@ def test_amx_is_read_from_the_processor_flags(tmp_path):
 
 
 def test_precision_auto_follows_the_processor_and_explicit_choices_win(monkeypatch):
-    import rolecast.base_model as base_model
+    import rolecast.models.base_model as base_model
 
     monkeypatch.setattr(base_model, "cpu_has_bf16", lambda: True)
     assert mixed_precision("auto", "cpu", torch) is torch.bfloat16

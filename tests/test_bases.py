@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rolecast.bases import BUNDLED, NAMED_BASES, epoch_hours, table
+from rolecast.models.bases import BUNDLED, NAMED_BASES, epoch_hours, table
 
 BASE = NAMED_BASES["qwen2.5-0.5b"]
 GATED = NAMED_BASES["llama3.2-1b"]
@@ -153,7 +153,7 @@ ReadError.__module__ = "httpx"
 
 
 def test_download_tries_a_cut_transfer_again_but_not_another_error(tmp_path):
-    from rolecast import bases
+    from rolecast.models import bases
 
     class Hub:
         def __init__(self, errors):
@@ -205,7 +205,7 @@ def test_an_unknown_name_lists_the_known_ones(tmp_path):
 def test_a_pulled_base_serves_by_name_and_an_unpulled_one_says_how_to_pull(hub, tmp_path, sample_pack):
     """The bundled GGUF stands in for the named file's bytes: `--model NAME` then chats on the pulled file."""
     pytest.importorskip("llama_cpp")
-    from rolecast.base_model import default_model_path
+    from rolecast.models.base_model import default_model_path
 
     before = rolecast(["say", str(sample_pack), "Hello.", "--model", BASE.name], tmp_path, "http://127.0.0.1:9")
     assert before.returncode == 2 and f"rolecast models pull {BASE.name}" in before.stderr

@@ -68,7 +68,7 @@ def _check_built(out: Path, capsys) -> None:
     assert "| **lora+rerank** |" in (out / "eval" / "report.md").read_text()
     assert set(read_json(out / STATE)) == {"prepare", "train", "export", "eval"}
     # The pack is served with its adapter: the llama.cpp backend loads the exported GGUF LoRA.
-    from rolecast.performer import Performer
+    from rolecast.chat.performer import Performer
 
     performer = Performer.load(out, BackendSettings())
     try:
@@ -98,7 +98,8 @@ def test_build_trains_exports_and_evaluates_the_sample_then_skips_everything(tmp
 @pytest.mark.slow
 def test_build_resumes_an_interrupted_training_run(tmp_path, capsys):
     """A kill leaves checkpoints and no adapter: the next build continues from the checkpoint."""
-    from rolecast.train import CHECKPOINTS, last_checkpoint
+    from rolecast.training.runtime import last_checkpoint
+    from rolecast.training.sft import CHECKPOINTS
 
     out = tmp_path / "maggie"
     args = ["build", str(SAMPLE_SCRIPT), "--character", "Maggie", "--show", "Harbor Lights", "--out", str(out), "--train",
@@ -158,7 +159,7 @@ def test_a_run_stopped_by_its_budget_is_up_to_date_only_for_that_budget(tmp_path
 def test_build_with_a_qwen2_gguf_base_trains_exports_and_serves_on_that_base(tmp_path, capsys, spm_tokenizer, llama_converter):
     """--base FILE.gguf on a non-llama architecture, end to end: the pack remembers its base and chats on it."""
     from conftest import tiny_gguf
-    from rolecast.performer import Performer
+    from rolecast.chat.performer import Performer
 
     base = tiny_gguf("qwen2", tmp_path, spm_tokenizer, llama_converter)
     out = tmp_path / "maggie"
@@ -176,7 +177,7 @@ def test_build_with_a_qwen2_gguf_base_trains_exports_and_serves_on_that_base(tmp
     assert _run(["say", str(out), "Rough night?", "--max-tokens", "16"]) == 0
     assert capsys.readouterr().out.strip(), "a reply from the tiny qwen2 with its LoRA"
     # The bundled SmolLM2 (llama) is another base: the LoRA is refused in one line, never handed to llama.cpp.
-    from rolecast.base_model import default_model_path
+    from rolecast.models.base_model import default_model_path
 
     assert _run(["say", str(out), "Rough night?", "--model", str(default_model_path())]) == 2
     err = capsys.readouterr().err.strip()

@@ -1,4 +1,4 @@
-"""Tests for rolecast.card: JSON/PNG save and load (V1, V2, V3), broken cards, macros, `rolecast card import/export`.
+"""Tests for rolecast.pack.card: JSON/PNG save and load (V1, V2, V3), broken cards, macros, `rolecast card import/export`.
 
 The card under test is drafted from test_draft's invented sitcom ("Moonbase Diner").
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rolecast.card import V2_FIELDS, load_card, render, save_card
 from rolecast.errors import InputFileError, RolecastError
+from rolecast.pack.card import V2_FIELDS, load_card, render, save_card
 from test_draft import drafted_card
 
 
@@ -197,9 +197,9 @@ def test_a_card_with_wrong_types_imports_and_the_chat_still_loads(sample_pack, t
     import shutil
 
     from conftest import FakeBackend
-    from rolecast.card import import_card
+    from rolecast.chat.performer import Performer
     from rolecast.pack import Pack
-    from rolecast.performer import Performer
+    from rolecast.pack.card import import_card
 
     pack_dir = tmp_path / "pack"
     shutil.copytree(sample_pack, pack_dir)
@@ -216,9 +216,9 @@ def test_extensions_that_are_not_an_object_are_refused_in_one_line(sample_pack, 
     import json
     import shutil
 
-    from rolecast.card import import_card
     from rolecast.errors import InputFileError
     from rolecast.pack import Pack
+    from rolecast.pack.card import import_card
 
     pack_dir = tmp_path / "pack"
     shutil.copytree(sample_pack, pack_dir)
@@ -235,8 +235,8 @@ def test_a_hand_edited_pack_card_is_checked_when_read(sample_pack, tmp_path):
     import shutil
 
     from conftest import FakeBackend
+    from rolecast.chat.performer import Performer
     from rolecast.pack import Pack
-    from rolecast.performer import Performer
 
     pack_dir = tmp_path / "pack"
     shutil.copytree(sample_pack, pack_dir)
@@ -280,7 +280,7 @@ def _pack_copy(sample_pack, tmp_path):
 
 
 def test_a_truncated_png_card_is_one_line_and_changes_nothing(sample_pack, tmp_path):
-    from rolecast.card import import_card
+    from rolecast.pack.card import import_card
 
     good = _card_png(tmp_path, "itxt").read_bytes()
     idat = good.index(b"IDAT")
@@ -298,7 +298,7 @@ def test_a_decompression_bomb_is_refused(sample_pack, tmp_path):
     import struct
     import zlib
 
-    from rolecast.card import import_card
+    from rolecast.pack.card import import_card
 
     good = bytearray(_card_png(tmp_path, "itxt").read_bytes())
     ihdr = good.index(b"IHDR")

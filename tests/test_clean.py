@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from rolecast.clean import balance_quotes, clean_line, fix_encoding, strip_directions
+from rolecast.ingest.clean import balance_quotes, clean_line, fix_encoding, strip_directions
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from rolecast.cli import main
-from rolecast.compose import DEFAULT_HF_BASE, render
 from rolecast.errors import ModelError, PackError
 from rolecast.pack import new_pack_info
+from rolecast.serve.compose import DEFAULT_HF_BASE, render
 
 yaml = pytest.importorskip("yaml")
 

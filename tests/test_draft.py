@@ -1,4 +1,4 @@
-"""Tests for rolecast.draft: signature phrases, statistics and the card drafted from the scripts.
+"""Tests for rolecast.pack.draft: signature phrases, statistics and the card drafted from the scripts.
 
 The fixture is an invented sitcom ("Moonbase Diner") whose Zelda keeps saying "holy
 guacamole" and asks many questions. The real-data test at the end skips without the corpora.
@@ -11,10 +11,10 @@ import csv
 import pytest
 
 from conftest import needs_shared_data, script_of
-from rolecast.card import V2_FIELDS
-from rolecast.draft import character_stats, draft_card, signature_phrases, tokens
 from rolecast.errors import UnknownCharacterError
-from rolecast.script import GROUP, NARRATION, UNKNOWN, Line, Script
+from rolecast.ingest.script import GROUP, NARRATION, UNKNOWN, Line, Script
+from rolecast.pack.card import V2_FIELDS
+from rolecast.pack.draft import character_stats, draft_card, signature_phrases, tokens
 
 SHOW = "Moonbase Diner"
 ROWS = [

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import FakeBackend
 from rolecast.backends import register
-from rolecast.evaluate import distinct, evaluate, load_cases, recommend, recommendation, rouge_l
+from rolecast.evaluation.evaluate import distinct, evaluate, load_cases, recommend, recommendation, rouge_l
 from rolecast.pack import Pack
-from rolecast.settings import BackendSettings, EvalSettings, GenerationSettings
+from rolecast.settings import BackendSettings, EvalSettings, GenerationSettings, PerformerSettings
 
 REPLIES = FakeBackend()
 
@@ -87,8 +87,8 @@ def test_evaluate_writes_the_report(sample_pack):
 
 
 def test_an_untrusted_coherence_judge_is_hidden_and_not_used(sample_pack, monkeypatch):
-    from rolecast.evaluate_report import markdown
-    from rolecast.judges import Judges
+    from rolecast.evaluation.judges import Judges
+    from rolecast.evaluation.report import markdown
 
     real_fit = Judges.fit
 
@@ -115,7 +115,7 @@ def test_with_no_trusted_judge_nothing_is_recommended_and_no_judge_figure_appear
     figure in the table, the pairwise wins, the scenes or a chart, and records no recommended variant."""
     import re
 
-    from rolecast.judges import Judges
+    from rolecast.evaluation.judges import Judges
 
     real_fit = Judges.fit
 
@@ -144,7 +144,7 @@ def test_with_no_trusted_judge_nothing_is_recommended_and_no_judge_figure_appear
 
 
 def test_the_recommendation_picks_the_better_variant_and_never_an_impersonating_one():
-    from rolecast.judges import pairwise
+    from rolecast.evaluation.judges import pairwise
 
     rng = np.random.default_rng(0)
     base = rng.normal(0.5, 0.1, 60)
@@ -161,7 +161,7 @@ def test_the_recommendation_picks_the_better_variant_and_never_an_impersonating_
 
 
 def test_a_failed_variant_keeps_the_finished_ones_and_a_rerun_resumes(sample_pack, monkeypatch):
-    import rolecast.evaluate as ev
+    import rolecast.evaluation.evaluate as ev
 
     pack = Pack.open(sample_pack)
     settings = EvalSettings(variants=["base", "prompt"], limit=3, bootstrap=10, probes=False, scenes=0,
@@ -197,21 +197,23 @@ def test_unknown_variant(sample_pack):
 
 def test_every_variant_prompt_fits_the_context_even_for_a_huge_message(sample_pack):
     """The probes include a 3,000-word message: the bare base variant must be fitted like the Performer's prompt."""
-    from rolecast.evaluate import VARIANTS, variant_messages
-    from rolecast.performer import Performer
+    from rolecast.chat.performer import VARIANTS, Performer, variant_settings
 
     backend = FakeBackend(BackendSettings(backend="fake", n_ctx=512))
-    performer = Performer(Pack.open(sample_pack), backend)
+    pack = Pack.open(sample_pack)
     history = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "Fine."}]
     for name in ("base", "prompt", "retrieval"):
-        messages = variant_messages(performer, VARIANTS[name], history, "lupus " * 3000)
+        variant = VARIANTS[name]
+        performer = Performer(pack, backend, perf=variant_settings(variant, PerformerSettings()), card=variant.card)
+        messages = performer.prompt(history, "lupus " * 3000).messages
         assert backend.count_tokens(messages) <= 512 - performer.gen.max_tokens, f"{name} overflows the context"
         assert messages[-1]["content"].startswith("lupus lupus"), f"{name} keeps the start of the message"
-    assert variant_messages(performer, VARIANTS["base"], [], "Hello.") == [{"role": "user", "content": "Hello."}]
+    bare = Performer(pack, backend, card=False)
+    assert bare.prompt([], "Hello.").messages == [{"role": "user", "content": "Hello."}], "no system turn, no examples"
 
 
 def test_blind_votes_join_the_report(sample_pack, tmp_path):
-    from rolecast.store import Store
+    from rolecast.serve.store import Store
 
     store = Store(tmp_path / "votes.db")
     conv = store.create_conversation("maggie", "web")["id"]
@@ -234,8 +236,8 @@ def test_blind_votes_join_the_report(sample_pack, tmp_path):
 @pytest.mark.slow
 def test_real_model_reranks_the_longest_probe_of_the_sample(sample_pack):
     """The sample pack's eval died with 'llama_decode returned 1': four candidates of the 3,000-word probe."""
-    from rolecast.performer import Performer
-    from rolecast.probes import long_message
+    from rolecast.chat.performer import Performer
+    from rolecast.evaluation.probes import long_message
     from rolecast.settings import PerformerSettings
 
     performer = Performer.load(sample_pack, BackendSettings(), perf=PerformerSettings(candidates=4))
@@ -247,7 +249,7 @@ def test_real_model_reranks_the_longest_probe_of_the_sample(sample_pack):
 
 
 def test_a_resumed_run_is_keyed_on_the_served_settings_and_the_reply_code(sample_pack, monkeypatch):
-    import rolecast.evaluate as ev
+    import rolecast.evaluation.evaluate as ev
     from rolecast.settings import PerformerSettings
 
     pack = Pack.open(sample_pack)
@@ -273,7 +275,7 @@ def test_the_eval_plays_the_performer_settings_the_user_serves_with(sample_pack)
 
 def test_resumed_replies_are_judged_with_todays_rules(sample_pack):
     """A stored run keeps its replies; its loop and impersonation figures are derived again from them."""
-    import rolecast.evaluate as ev
+    import rolecast.evaluation.evaluate as ev
     from rolecast.settings import PerformerSettings
 
     pack = Pack.open(sample_pack)

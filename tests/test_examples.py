@@ -6,8 +6,8 @@ import pytest
 
 from conftest import script_of
 from rolecast.errors import EmptyResultError
-from rolecast.examples import assign_splits, build_examples, context_messages, split_units
-from rolecast.script import GROUP, Line
+from rolecast.ingest.script import GROUP, Line
+from rolecast.pack.examples import assign_splits, build_examples, context_messages, split_units
 from rolecast.settings import PrepareSettings
 
 SCRIPT = script_of([

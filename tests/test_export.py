@@ -16,9 +16,9 @@ import pytest
 
 from conftest import SAMPLE_SCRIPT, TINY_ARCHS, tiny_gguf
 from rolecast.errors import ModelError, PackError
-from rolecast.export import export, permute_rows
 from rolecast.pack import Pack
 from rolecast.settings import PrepareSettings
+from rolecast.training.export import export, permute_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -67,9 +67,9 @@ def trained_lora(sample_pack, tmp_path_factory):
     """The sample pack with a LoRA trained by rolecast train (a few steps at a high rate, to move the model)."""
     pytest.importorskip("torch")
     peft = pytest.importorskip("peft")
-    from rolecast.base_model import load_model, resolve_base
+    from rolecast.models.base_model import load_model, resolve_base
     from rolecast.settings import TrainSettings
-    from rolecast.train import train
+    from rolecast.training.sft import train
 
     pack_dir = tmp_path_factory.mktemp("lora") / "maggie"
     shutil.copytree(sample_pack, pack_dir)
@@ -166,9 +166,9 @@ def test_every_architecture_trains_on_its_gguf_and_its_lora_agrees_in_llama_cpp(
     """--base FILE.gguf for each family (the file written by llama.cpp's own converter from a tiny random model):
     rolecast train dequantizes it, export writes the GGUF LoRA against it, llama.cpp applies it as PEFT does."""
     peft = pytest.importorskip("peft")
-    from rolecast.base_model import check_lora, load_model, resolve_base
+    from rolecast.models.base_model import check_lora, load_model, resolve_base
     from rolecast.settings import TrainSettings
-    from rolecast.train import train
+    from rolecast.training.sft import train
 
     base = tiny_gguf(arch, tmp_path, spm_tokenizer, llama_converter)
     pack_dir = tmp_path / "pack"

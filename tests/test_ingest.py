@@ -6,7 +6,7 @@ import pytest
 
 from rolecast.errors import FormatError, InputFileError
 from rolecast.ingest import expand, guess_show, ingest
-from rolecast.script import GROUP, NARRATION, UNKNOWN
+from rolecast.ingest.script import GROUP, NARRATION, UNKNOWN
 from rolecast.settings import PrepareSettings
 
 

@@ -3,9 +3,17 @@
 import numpy as np
 import pytest
 
-from rolecast.evaluate import load_cases
+from rolecast.evaluation.evaluate import load_cases
+from rolecast.evaluation.judges import (
+    CopyFinder,
+    Judges,
+    character_corpus,
+    discriminator,
+    mean_wins,
+    messages_context,
+    pairwise,
+)
 from rolecast.files import tree_checksum
-from rolecast.judges import CopyFinder, Judges, character_corpus, discriminator, mean_wins, messages_context, pairwise
 from rolecast.pack import Pack
 
 
@@ -36,12 +44,12 @@ def test_coherence_does_not_reward_an_echo_of_the_message(judges, cases):
 
 
 def test_held_apart_judge_tells_the_character_from_others_and_never_touches_the_pack(sample_pack, monkeypatch):
-    import rolecast.style
+    import rolecast.chat.style
 
     def refuse(*args, **kwargs):
         raise AssertionError("the held-apart judge loaded the reranker's classifier")
 
-    monkeypatch.setattr(rolecast.style.StyleScorer, "load", refuse)
+    monkeypatch.setattr(rolecast.chat.style.StyleScorer, "load", refuse)
     before = tree_checksum(sample_pack)
     judges = Judges.fit(Pack.open(sample_pack))
     assert tree_checksum(sample_pack) == before, "fitting the judges wrote into the pack"
@@ -51,8 +59,8 @@ def test_held_apart_judge_tells_the_character_from_others_and_never_touches_the_
 
 
 def test_held_apart_judge_is_fitted_on_test_episodes_only(sample_pack):
-    from rolecast.judges import read_lines
-    from rolecast.style import split_episodes
+    from rolecast.evaluation.judges import read_lines
+    from rolecast.pack.examples import split_episodes
 
     lines = read_lines(Pack.open(sample_pack))
     test = split_episodes(Pack.open(sample_pack))["test"]
@@ -66,8 +74,8 @@ def test_the_discriminators_checks_can_fail(judges, cases, monkeypatch):
     """Its checks are not true by construction: another speaker's lines must be told apart (they are, here), and
     the check fails when 'another speaker' is the character; two halves of the character must not be told apart,
     and that check fails for a discriminator that scores the lines it was fitted on."""
-    from rolecast.evaluate import discriminator_checks
-    from rolecast.script import NAME_PREFIX
+    from rolecast.evaluation.evaluate import discriminator_checks
+    from rolecast.ingest.script import NAME_PREFIX
 
     real = [c["reply"] for c in cases]
     others = [NAME_PREFIX.sub("", c["message"]) for c in cases]
@@ -82,8 +90,8 @@ def test_the_discriminators_checks_can_fail(judges, cases, monkeypatch):
 
     from sklearn.linear_model import LogisticRegression
 
-    import rolecast.evaluate as ev
-    from rolecast.style import roc_auc
+    import rolecast.evaluation.evaluate as ev
+    from rolecast.stats import roc_auc
 
     def in_sample(encoder, a, b, rounds=0, seed=13):  # fitted and scored on the same lines
         x, y = encoder.encode(a + b), np.r_[np.zeros(len(a)), np.ones(len(b))]
@@ -97,7 +105,7 @@ def test_the_discriminators_checks_can_fail(judges, cases, monkeypatch):
 def test_each_reply_is_scored_by_a_style_model_that_never_saw_its_group():
     """Random lines with random labels: a model that saw a line memorises it (in-sample AUC near 1), one that did
     not can only guess. Scoring every reply with one fold's model, or fitting a fold on all rows, fails here."""
-    from rolecast.judges import FOLDS, Judges, Line, fit_style
+    from rolecast.evaluation.judges import FOLDS, Judges, Line, fit_style
 
     rng = np.random.default_rng(0)
     texts = [f"line {i}" for i in range(240)]
@@ -116,10 +124,10 @@ def test_each_reply_is_scored_by_a_style_model_that_never_saw_its_group():
     judges = Judges(Encoder(), models, validation, None, {}, by_scene=False, seed=3)
     y = np.array([s == "Ann" for s in speakers])
     scored = judges.style([line.id for line in lines], texts)
-    from rolecast.style import roc_auc
+    from rolecast.stats import roc_auc
 
     assert roc_auc(y, scored) < 0.65, "out-of-fold scores of random labels cannot separate them"
-    from rolecast.judges import style_features
+    from rolecast.evaluation.judges import style_features
 
     seen = models[0].predict_proba(style_features(Encoder(), texts))[:, 1]  # what scoring with one model would give
     assert roc_auc(y, seen) > 0.8, "a model that saw the lines separates them: this test can fail"
@@ -127,7 +135,7 @@ def test_each_reply_is_scored_by_a_style_model_that_never_saw_its_group():
 
 def test_a_fold_without_both_classes_outside_it_is_refused_not_fitted_in_sample():
     from rolecast.errors import EmptyResultError
-    from rolecast.judges import Line, fit_style, fold_of
+    from rolecast.evaluation.judges import Line, fit_style, fold_of
 
     class Encoder:
         dim = 4

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import FakeBackend
+from rolecast.chat.performer import Performer, repetition
 from rolecast.errors import MessageError
 from rolecast.pack import Pack, new_pack_info
-from rolecast.performer import Performer, repetition
 from rolecast.settings import GenerationSettings, PerformerSettings
 
 
@@ -157,8 +157,8 @@ def test_repetition():
 # -- the real default model (SmolLM2-135M through llama.cpp) -----------------------------------------
 
 def check_probes(pack_path):
-    from rolecast.postprocess import ends_sentence
-    from rolecast.probes import probes
+    from rolecast.chat.postprocess import ends_sentence
+    from rolecast.evaluation.probes import probes
 
     performer = Performer.load(pack_path)
     partner = performer.card["data"]["extensions"]["rolecast"]["stats"]["partners"][0]["name"]
@@ -201,44 +201,3 @@ def test_a_lora_gets_the_system_turn_it_was_trained_with(pack):
     card = Performer(pack, FakeBackend(adapter="lora.gguf"), index=None, style=None,
                      perf=PerformerSettings(system_turn="card"))
     assert description in card.prompt([], "Hello?").messages[0]["content"]
-
-
-def test_a_pack_serves_its_lora_on_the_base_it_was_trained_on(pack, tmp_path):
-    from rolecast.errors import ModelError
-    from rolecast.files import sha256
-    from rolecast.performer import pack_backend
-    from rolecast.settings import BackendSettings
-
-    (pack.path / "adapter.gguf").write_bytes(b"GGUF")
-    trained, other = tmp_path / "trained.gguf", tmp_path / "other.gguf"
-    trained.write_bytes(b"GGUF trained")
-    other.write_bytes(b"GGUF other")
-    pack.info["parts"] = {"adapter": {"base": str(trained), "base_name": "trained.gguf", "base_sha256": sha256(trained)}}
-    served = pack_backend(pack, BackendSettings())
-    assert (served.model, served.adapter) == (str(trained), str(pack.path / "adapter.gguf"))
-    with pytest.raises(ModelError, match="trained on trained.gguf, not on other.gguf"):
-        pack_backend(pack, BackendSettings(model=str(other)))
-    bare = pack_backend(pack, BackendSettings(model=str(other), no_adapter=True))
-    assert (bare.model, bare.adapter) == (str(other), None)
-    assert pack_backend(pack, BackendSettings(model=str(trained))).adapter == str(pack.path / "adapter.gguf")
-
-
-def test_a_gguf_base_without_the_suffix_is_served_as_the_gguf_it_trained_on(tmp_path):
-    """Training took `--base my-base` (a GGUF by its magic, no suffix); serving used to fall back to the default."""
-    import shutil
-
-    from conftest import make_pack
-    from rolecast.base_model import default_model_path, trained_on_gguf
-    from rolecast.files import sha256
-    from rolecast.pack import Pack
-    from rolecast.performer import pack_backend
-    from rolecast.settings import BackendSettings
-
-    base = tmp_path / "my-base"
-    shutil.copy(default_model_path(), base)
-    pack = Pack.open(make_pack(tmp_path / "p", "Maggie"))
-    pack.record("adapter", base=str(base), base_format="gguf", base_sha256=sha256(base))
-    assert trained_on_gguf(pack.info["parts"]["adapter"])
-    assert pack_backend(Pack.open(pack.path), BackendSettings()).model == str(base)
-    assert not trained_on_gguf({"base": "Qwen/Qwen2.5-0.5B-Instruct", "base_format": "hf"})
-    assert trained_on_gguf({"base": "/old/pack/base.gguf"}), "packs from before the record: by the suffix"

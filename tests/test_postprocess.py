@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from rolecast.postprocess import PostProcessor, ends_sentence, loops, split_sentences
+from rolecast.chat.postprocess import PostProcessor, ends_sentence, loops, split_sentences
 
 POST = PostProcessor("Gregory House", speakers=["Wilson", "Cuddy", "Foreman", "Irene"], aliases=["House"])
 
@@ -122,7 +122,7 @@ def test_split_sentences():
     "I am a fictional character, so no.",
 ])
 def test_a_fourth_wall_break_is_a_persona_break(text):
-    from rolecast.postprocess import breaks_persona
+    from rolecast.chat.postprocess import breaks_persona
 
     assert breaks_persona(text), text
 
@@ -135,6 +135,6 @@ def test_a_fourth_wall_break_is_a_persona_break(text):
     "I'm just a doctor.",
 ])
 def test_in_character_lines_about_episodes_and_scripts_are_not(text):
-    from rolecast.postprocess import breaks_persona
+    from rolecast.chat.postprocess import breaks_persona
 
     assert not breaks_persona(text), text

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def test_preference_tuning_needs_a_trained_sft_adapter(short_pack, tmp_path, capsys):
     from rolecast.cli import main
-    from rolecast.preference import tune
+    from rolecast.training.preference import tune
 
     pack = tmp_path / "p"
     shutil.copytree(short_pack, pack)
@@ -38,7 +38,7 @@ def test_preference_tuning_needs_a_trained_sft_adapter(short_pack, tmp_path, cap
 def sft_pack(tokenizer, short_pack, tmp_path_factory):
     """The short sample pack with a two-step SFT adapter on a tiny random Llama."""
     from conftest import tiny_llama
-    from rolecast.train import train
+    from rolecast.training.sft import train
 
     root = tmp_path_factory.mktemp("pref")
     base = tiny_llama(root / "tiny-llama", tokenizer)
@@ -51,7 +51,7 @@ def sft_pack(tokenizer, short_pack, tmp_path_factory):
 
 @pytest.mark.parametrize("method", ["dpo", "orpo"])
 def test_tuning_continues_the_sft_adapter_and_keeps_it(sft_pack, tmp_path, method):
-    from rolecast.preference import SFT_BACKUP, tune
+    from rolecast.training.preference import SFT_BACKUP, tune
 
     pack = tmp_path / "p"
     shutil.copytree(sft_pack, pack)
@@ -77,9 +77,9 @@ def test_tuning_continues_the_sft_adapter_and_keeps_it(sft_pack, tmp_path, metho
 def test_pairs_reject_an_off_topic_sample_and_another_scenes_line(sft_pack):
     import peft
 
-    from rolecast.base_model import load_model, load_tokenizer, resolve_base
-    from rolecast.examples import read_examples
-    from rolecast.preference import build_pairs
+    from rolecast.models.base_model import load_model, load_tokenizer, resolve_base
+    from rolecast.pack.examples import read_examples
+    from rolecast.training.preference import build_pairs
 
     pack = Pack.open(sft_pack)
     source, kwargs, _ = resolve_base(pack.info["parts"]["adapter"]["base"])
@@ -96,14 +96,14 @@ def test_pairs_reject_an_off_topic_sample_and_another_scenes_line(sft_pack):
 
 @pytest.mark.parametrize("batch, per, accumulate", [(6, 3, 2), (4, 4, 1), (8, 4, 2), (5, 1, 5), (2, 2, 1)])
 def test_the_batch_size_is_honoured(batch, per, accumulate):
-    from rolecast.preference import preference_batch
+    from rolecast.training.preference import preference_batch
 
     assert preference_batch(batch) == {"per_device_train_batch_size": per, "gradient_accumulation_steps": accumulate}
 
 
 def test_the_preference_stage_has_a_budget_of_its_own(sft_pack, tmp_path, monkeypatch):
     """`build --train --dpo --max-minutes 60` gave DPO SFT's 60 minutes too: it now has --preference-max-minutes."""
-    import rolecast.preference as pref
+    import rolecast.training.preference as pref
 
     budgets = []
 
@@ -125,7 +125,7 @@ def test_the_preference_stage_has_a_budget_of_its_own(sft_pack, tmp_path, monkey
 
 def test_a_preference_run_stopped_by_its_budget_leaves_no_checkpoint(sft_pack, tmp_path):
     """It saved one under train/preference that nothing resumes, and said to continue with a command that starts over."""
-    from rolecast.preference import tune
+    from rolecast.training.preference import tune
 
     pack = tmp_path / "p"
     shutil.copytree(sft_pack, pack)

@@ -8,10 +8,10 @@ import pytest
 from conftest import SAMPLE_SCRIPT, needs_shared_data
 from rolecast.cli import main
 from rolecast.errors import UnknownCharacterError
-from rolecast.examples import read_examples
+from rolecast.ingest.script import Script
 from rolecast.pack import Pack
+from rolecast.pack.examples import read_examples
 from rolecast.prepare import prepare
-from rolecast.script import Script
 from rolecast.settings import PrepareSettings
 
 FAST = {"index": False, "style": False}

@@ -11,10 +11,10 @@ import pytest
 
 def test_trl_use_triton_which_train_patches_on_the_cpu():
     """TRL's chunked LM head (1.16) brought the name; an older TRL has neither and replies_only_head leaves it alone."""
-    pytest.importorskip("trl.kernels.chunked_logprob", reason="this TRL has no chunked LM head for train.py to patch")
+    pytest.importorskip("trl.kernels.chunked_logprob", reason="this TRL has no chunked LM head for training/sft.py to patch")
     utils = pytest.importorskip("trl.trainer.utils")
     assert callable(getattr(utils, "_use_triton", None)), \
-        "trl.trainer.utils._use_triton is gone: revisit train.py's replies_only_head (the CPU's chunked loss)"
+        "trl.trainer.utils._use_triton is gone: revisit training/sft.py's replies_only_head (the CPU's chunked loss)"
 
 
 def test_sft_trainer_total_train_tokens_which_train_reports():
@@ -24,7 +24,7 @@ def test_sft_trainer_total_train_tokens_which_train_reports():
     from trl import SFTTrainer
 
     assert "self._total_train_tokens +=" in inspect.getsource(SFTTrainer), \
-        "TRL's SFTTrainer no longer counts _total_train_tokens: revisit train.py's tokens-per-second record"
+        "TRL's SFTTrainer no longer counts _total_train_tokens: revisit training/sft.py's tokens-per-second record"
 
 
 def test_llama_cpp_internals_the_decode_loop_uses():

@@ -1,4 +1,4 @@
-"""Tests for rolecast.profile: write_profile writes profile.md and profile.png from a card and a report."""
+"""Tests for rolecast.pack.profile: write_profile writes profile.md and profile.png from a card and a report."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from conftest import script_of
-from rolecast.draft import draft_card
-from rolecast.profile import write_profile
-from rolecast.script import NARRATION, Script
+from rolecast.ingest.script import NARRATION, Script
+from rolecast.pack.draft import draft_card
+from rolecast.pack.profile import write_profile
 
 SHOW = "Moonbase Diner"
 # An invented sitcom: Zelda keeps saying "holy guacamole" (the same fixture as tests/test_draft.py, shortened).

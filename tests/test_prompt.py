@@ -3,9 +3,10 @@
 import pytest
 
 from conftest import FakeBackend
+from rolecast.chat.prompt import build_prompt
+from rolecast.chat.retrieval import Exchange
 from rolecast.errors import MessageError
-from rolecast.prompt import build_prompt, system_prompt
-from rolecast.retrieval import Exchange
+from rolecast.pack.system_turn import system_prompt
 from rolecast.settings import BackendSettings, GenerationSettings, PerformerSettings
 
 CARD = {"spec": "chara_card_v2", "data": {

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import needs_shared_data
 from rolecast.errors import FormatError, InputFileError, RolecastError
-from rolecast.readers import PAIR_RESPONSE, READERS, RawLine, ReadResult, decode, read_file
+from rolecast.ingest.readers import PAIR_RESPONSE, READERS, RawLine, ReadResult, decode, read_file
 from rolecast.settings import PrepareSettings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "readers"

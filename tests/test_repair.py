@@ -1,4 +1,4 @@
-"""Tests for rolecast.repair: labels spliced into dialogue by an upstream search-and-replace.
+"""Tests for rolecast.ingest.repair: labels spliced into dialogue by an upstream search-and-replace.
 
 The fixtures are invented. The last tests read the real corpora in ../shared/data and skip without it.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_shared_data
-from rolecast.repair import Repairs, learn_repairs
+from rolecast.ingest.repair import Repairs, learn_repairs
 
 # Invented clean lines; {w} marks words the damage reaches. The damage: "gus" -> "Gus", "ana" -> "Ana",
 # "chi" -> "Vok" (a label renamed), "nurse" -> "Nurse".

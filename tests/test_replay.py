@@ -1,8 +1,8 @@
 """Scene replay and knowledge probes: scenes from the test episodes only, turns as the chat sees them, answers mined."""
 
+from rolecast.evaluation.replay import answered, held_out_scenes, knowledge, replay, scene_turns
 from rolecast.pack import Pack
-from rolecast.replay import answered, held_out_scenes, knowledge, replay, scene_turns
-from rolecast.style import split_episodes
+from rolecast.pack.examples import split_episodes
 
 
 def test_scenes_come_from_test_episodes_and_hold_two_turns(sample_pack):

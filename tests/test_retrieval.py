@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from rolecast.examples import read_examples
+from rolecast.chat.retrieval import LineIndex, exchanges_from_examples
 from rolecast.pack import Pack
-from rolecast.retrieval import LineIndex, exchanges_from_examples
+from rolecast.pack.examples import read_examples
 
 
 class Axes:

@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import FakeBackend, make_pack
-from rolecast.server import create_app
-from rolecast.service import ChatService
+from rolecast.serve.server import create_app
+from rolecast.serve.service import ChatService
 from rolecast.settings import BackendSettings, ServeSettings
 
 

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from conftest import FakeBackend, make_pack
+from rolecast.chat.performer import Reply
 from rolecast.errors import MessageError, NotFoundError, RateLimitError, UnknownCharacterError
-from rolecast.performer import Reply
-from rolecast.service import ChatService, Pool
+from rolecast.serve.service import ChatService, Pool
 from rolecast.settings import BackendSettings, ServeSettings
 
 
@@ -173,7 +173,7 @@ def test_the_adapters_reach_the_chat_core_only_through_its_methods():
 
     import rolecast
 
-    src = Path(rolecast.__file__).parent
+    src = Path(rolecast.__file__).parent / "serve"
     public = {name for name in dir(ChatService) if not name.startswith("_")} - {"characters", "settings"}
 
     def on_service(node) -> bool:  # `service.x` or `self.service.x`
@@ -262,7 +262,7 @@ def test_a_best_of_n_stream_left_before_its_reply_stops_sampling(tmp_path):
 
 def test_close_shuts_the_blind_arms_pool_and_backend_and_metrics_count_it(service):
     """ChatService.close() left the blind arms' backend and pool open, and /metrics did not count that pool."""
-    from rolecast.performer import Performer
+    from rolecast.chat.performer import Performer
 
     service, _ = service
     class Closing(FakeBackend):
@@ -283,8 +283,8 @@ def test_close_shuts_the_blind_arms_pool_and_backend_and_metrics_count_it(servic
 
 def test_idle_rate_limit_buckets_are_forgotten(monkeypatch):
     """The limiter kept one entry per key, address and Telegram chat forever."""
-    from rolecast import service as svc_module
-    from rolecast.service import RateLimiter
+    from rolecast.serve import service as svc_module
+    from rolecast.serve.service import RateLimiter
 
     now = [1000.0]
     monkeypatch.setattr(svc_module.time, "monotonic", lambda: now[0])

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 
 from rolecast.errors import SettingsError, UnknownCharacterError
-from rolecast.script import GROUP, NARRATION, UNKNOWN
-from rolecast.speakers import SpeakerMap, clean_label, find_character, label_kind, parse_aliases
+from rolecast.ingest.script import GROUP, NARRATION, UNKNOWN
+from rolecast.ingest.speakers import SpeakerMap, clean_label, find_character, label_kind, parse_aliases
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,10 @@ import pytest
 pytest.importorskip("sklearn")
 
 from conftest import needs_shared_data
+from rolecast.chat.style import StyleScorer, load_data, train_style
 from rolecast.errors import PackError, SettingsError  # noqa: E402
 from rolecast.pack import Pack  # noqa: E402
-from rolecast.style import StyleScorer, load_data, roc_auc, train_style  # noqa: E402
+from rolecast.stats import roc_auc  # noqa: E402
 
 # An invented show: Zorp always talks about spaceships and shouts; the others are calm and plain.
 ZORP_WORDS = ["spaceship", "spaceships", "rocket", "thrusters", "hyperdrive", "galaxy", "launch", "orbit"]

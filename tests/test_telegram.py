@@ -18,10 +18,10 @@ from aiohttp import web
 from conftest import FakeBackend, make_pack
 from rolecast.cli import main
 from rolecast.errors import SettingsError
-from rolecast.service import ChatService
+from rolecast.serve.service import ChatService
+from rolecast.serve.store import Store
+from rolecast.serve.telegram import LiveReply, build_dispatcher, make_bot, poll, split_text
 from rolecast.settings import BackendSettings, GenerationSettings, ServeSettings, TelegramSettings
-from rolecast.store import Store
-from rolecast.telegram import LiveReply, build_dispatcher, make_bot, poll, split_text
 
 TOKEN = "123456:TEST-token"
 CHAT = 777
@@ -392,7 +392,7 @@ def test_errors_become_a_reply_and_polling_goes_on(service, backend, caplog):
             await fake.sent(3, chat_id=CHAT + 1)
             assert fake.shown(CHAT + 1)[-1] == "Fine then."
 
-    with caplog.at_level(logging.ERROR, logger="rolecast.telegram"):
+    with caplog.at_level(logging.ERROR, logger="rolecast.serve.telegram"):
         run(scenario())
     assert any(r.exc_info for r in caplog.records if "failed" in r.getMessage())
 
@@ -457,7 +457,7 @@ def test_split_text_prefers_sentences_then_spaces():
 
 
 def test_each_chat_counts_against_the_rate_limit(service, backend):
-    from rolecast.service import RateLimiter
+    from rolecast.serve.service import RateLimiter
 
     service.limiter = RateLimiter(1)  # one message a minute per chat
     backend.queue("First.", "Other chat.")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rolecast.templates import SCENE_START, ChatTemplate, TemplateError
+from rolecast.models.templates import SCENE_START, ChatTemplate, TemplateError
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "templates"
 #: fixture → (bos, eos, the family's special tokens)
@@ -74,7 +74,7 @@ def family(request, tokenizer_of_default):
 @pytest.fixture(scope="module")
 def tokenizer_of_default():
     pytest.importorskip("transformers")
-    from rolecast.base_model import load_tokenizer, resolve_base
+    from rolecast.models.base_model import load_tokenizer, resolve_base
 
     source, kwargs, _ = resolve_base(None)
     return load_tokenizer(source, kwargs)
@@ -92,7 +92,7 @@ def test_what_each_template_refuses_is_probed_not_named(family):
 
 
 def test_the_mask_covers_exactly_each_reply_and_its_end_marker(family):
-    from rolecast.train_data import Masker
+    from rolecast.training.data import Masker
 
     name, tokenizer = family
     masker = Masker(tokenizer)
@@ -121,7 +121,7 @@ def test_the_mask_covers_exactly_each_reply_and_its_end_marker(family):
 
 
 def test_a_reply_row_has_the_loss_on_its_reply_alone(family):
-    from rolecast.train_data import Masker
+    from rolecast.training.data import Masker
 
     name, tokenizer = family
     ids, mask, _ = Masker(tokenizer)(SCENE, only_last=True)
@@ -175,8 +175,8 @@ def test_a_template_rolecast_cannot_use_is_refused_in_one_line_naming_it(source,
 def test_training_refuses_such_a_base_before_loading_the_model(tmp_path, short_pack, monkeypatch):
     """The check runs right after the tokenizer loads: no model weights are read for a base that cannot chat."""
     pytest.importorskip("transformers")
-    from rolecast import train as train_module
     from rolecast.settings import TrainSettings
+    from rolecast.training import sft as train_module
 
     tokenizer = byte_tokenizer("<s>", "</s>", [], "{{ raise_exception('no chat here') }}")
     monkeypatch.setattr(train_module, "load_tokenizer", lambda source, kwargs: tokenizer)

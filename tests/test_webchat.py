@@ -20,10 +20,10 @@ pytest.importorskip("gradio", reason="the web chat needs the serve extra (gradio
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rolecast.server import create_app  # noqa: E402
-from rolecast.service import ChatService  # noqa: E402
+from rolecast.serve.server import create_app  # noqa: E402
+from rolecast.serve.service import ChatService  # noqa: E402
+from rolecast.serve.webchat import SLIDERS, WebChat, escape, slider  # noqa: E402
 from rolecast.settings import BackendSettings, GenerationSettings, ServeSettings  # noqa: E402
-from rolecast.webchat import SLIDERS, WebChat, escape, slider  # noqa: E402
 
 DEFAULTS = (0.8, 0.92, 64, 1)  # temperature, top_p, max_tokens, candidates: the SLIDERS' order
 LONG = "Sit down, Otto. The tide waits for no one and neither do I, so eat your soup before it goes cold."
@@ -209,7 +209,7 @@ BLIND = {"blind": True, "blind_rate": 1.0, "blind_variants": ["prompt", "retriev
 
 
 def test_blind_turn_shows_two_replies_and_stores_the_vote(tmp_path, backend):
-    from rolecast.votes import vote_summary
+    from rolecast.evaluation.votes import vote_summary
 
     _, service = open_service(tmp_path, backend, **BLIND)
     web = WebChat(service)

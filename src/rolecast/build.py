@@ -52,7 +52,7 @@ def checksum(path: Path) -> str | None:
 
 def build(plan: Plan) -> list[str]:
     """Run the stages that are out of date; return one line per stage saying what happened."""
-    from .train import processes
+    from .training.runtime import processes
 
     if processes()[1] > 1:  # every process would prepare, export and evaluate the same pack at once
         raise SettingsError("rolecast build runs in one process, not under torchrun or accelerate launch",
@@ -145,7 +145,8 @@ def _run_prepare(plan: Plan) -> None:
 
 def _run_train(plan: Plan) -> None:
     from .pack import Pack
-    from .train import CHECKPOINTS, changed_on_resume, data_checksum, last_checkpoint, train
+    from .training.runtime import last_checkpoint
+    from .training.sft import CHECKPOINTS, changed_on_resume, data_checksum, train
 
     settings = plan.train
     folder = plan.out / CHECKPOINTS
@@ -157,18 +158,18 @@ def _run_train(plan: Plan) -> None:
 
 
 def _run_preference(plan: Plan) -> None:
-    from .preference import tune
+    from .training.preference import tune
 
     log.info("preference tuning: %s", tune(plan.out, plan.train))
 
 
 def _run_export(plan: Plan) -> None:
-    from .export import export
+    from .training.export import export
 
     export(Pack.open(plan.out))
 
 
 def _run_eval(plan: Plan) -> None:
-    from .evaluate import evaluate
+    from .evaluation.evaluate import evaluate
 
     evaluate(Pack.open(plan.out), plan.evaluate, plan.backend, plan.gen)

@@ -116,7 +116,7 @@ def split_options(options: dict, ctx: click.Context, classes=(BackendSettings, P
 
 
 def load_performer(pack: Path, options: dict, ctx: click.Context):
-    from .performer import Performer
+    from .chat.performer import Performer
 
     backend, perf, gen = split_options(options, ctx)
     return Performer.load(pack, backend, perf=perf, gen=gen)
@@ -128,7 +128,7 @@ def load_performer(pack: Path, options: dict, ctx: click.Context):
 @click.pass_context
 def chat(ctx: click.Context, pack: Path, **options) -> None:
     """Chat with the character of PACK in the terminal (streamed)."""
-    from .chat import ChatSession, run_terminal
+    from .chat.terminal import ChatSession, run_terminal
 
     run_terminal(ChatSession(load_performer(pack, options, ctx)))
 
@@ -157,8 +157,8 @@ def say(ctx: click.Context, pack: Path, message: str, as_json: bool, **options) 
 @click.argument("pack", type=click.Path(path_type=Path))
 def index(pack: Path) -> None:
     """(Re)build the retrieval index of PACK: the character's real exchanges, embedded."""
+    from .chat.retrieval import build_index
     from .pack import Pack
-    from .retrieval import build_index
 
     built = build_index(Pack.open(pack))
     click.echo(f"Indexed {len(built):,} exchanges into {pack / 'index'}")
@@ -171,12 +171,12 @@ def style() -> None:
 
 @style.command("train")
 @click.argument("pack", type=click.Path(path_type=Path))
-@click.option("--method", default="auto", show_default=True, help="Classifier (see rolecast.style).")
+@click.option("--method", default="auto", show_default=True, help="Classifier (see rolecast.chat.style).")
 @click.option("--max-minutes", type=float, default=5.0, show_default=True, help="Training time budget.")
 def style_train(pack: Path, method: str, max_minutes: float) -> None:
     """Train the style classifier of PACK on its held-out split and report AUC."""
+    from .chat.style import train_style
     from .pack import Pack
-    from .style import train_style
 
     report = train_style(Pack.open(pack), method=method, max_minutes=max_minutes)
     click.echo(f"Style classifier ({report['method']}): ROC-AUC {report['roc_auc']:.3f}, "
@@ -191,7 +191,7 @@ def style_train(pack: Path, method: str, max_minutes: float) -> None:
 @click.pass_context
 def eval_command(ctx: click.Context, pack: Path, **options) -> None:
     """Compare variants (base, prompt, retrieval, lora, lora+rerank) on PACK's test episodes; writes PACK/eval."""
-    from .evaluate import evaluate, recommend
+    from .evaluation.evaluate import evaluate, recommend
     from .pack import Pack
 
     settings, backend, gen, perf = split_options(options, ctx, (EvalSettings, BackendSettings, GenerationSettings,
@@ -252,8 +252,8 @@ def serve(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
                             "pass --api-key KEY (or set ROLECAST_API_KEYS), or bind --host 127.0.0.1")
     import uvicorn
 
-    from .server import create_app
-    from .service import ChatService
+    from .serve.server import create_app
+    from .serve.service import ChatService
 
     service = ChatService.open(list(packs), settings, backend, perf, gen)
     app = create_app(settings, service)
@@ -273,8 +273,8 @@ def serve(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
               show_default=True, help="The compose file to write.")
 def compose(packs: tuple[Path, ...], out: Path) -> None:
     """Write a GPU compose file for PACKS: vLLM with the base they were trained on and each pack's LoRA, rolecast over it."""
-    from .compose import render
     from .files import atomic_write
+    from .serve.compose import render
 
     atomic_write(out, render(list(packs)))
     click.echo(f"Wrote {out}; run it with: ROLECAST_API_KEYS=change-me docker compose -f {out} up")
@@ -294,8 +294,8 @@ def telegram(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
     from .errors import require
 
     require("aiogram", "serve")
-    from .service import ChatService
-    from .telegram import require_token, run_bot
+    from .serve.service import ChatService
+    from .serve.telegram import require_token, run_bot
 
     require_token(settings)  # before loading any model
     limits = resolve(ServeSettings, {"db": settings.db}, config(ctx))  # workers, queue: as for `serve`
@@ -313,12 +313,13 @@ def telegram(ctx: click.Context, packs: tuple[Path, ...], **options) -> None:
 @click.pass_context
 def train_command(ctx: click.Context, pack: Path, progress: bool, **options) -> None:
     """Fine-tune a LoRA adapter on PACK's examples (TRL + PEFT); writes PACK/adapter and PACK/train/."""
-    from .train import processes, resume_options
-    from .train import train as run_train
+    from .training.runtime import processes
+    from .training.sft import resume_options
+    from .training.sft import train as run_train
 
     settings = resolve(TrainSettings, options, config(ctx))
     if settings.dpo or settings.orpo:  # the preference stage alone, on the SFT adapter trained before
-        from .preference import tune
+        from .training.preference import tune
 
         tuned = tune(pack, settings, progress=progress)
         click.echo(f"{tuned['method'].upper()} on {tuned['pairs']} pairs ({tuned['own_samples']} own samples, "
@@ -344,7 +345,7 @@ def train_command(ctx: click.Context, pack: Path, progress: bool, **options) -> 
               help="Also write PACK/merged-<type>.gguf: the base with the LoRA merged in (GGUF bases only).")
 def export_command(pack: Path, merged: str | None) -> None:
     """Convert PACK's LoRA adapter to a GGUF LoRA for llama.cpp (PACK/adapter.gguf)."""
-    from .export import export
+    from .training.export import export
 
     for path in export(pack, merged=merged).values():
         click.echo(f"Wrote {path}")
@@ -361,8 +362,8 @@ def card() -> None:
 @click.option("--merge", is_flag=True, help="Take only the card's non-empty fields; keep the pack's others.")
 def card_import(card_file: Path, pack_path: Path, merge: bool) -> None:
     """Put CARD_FILE (.json or .png) into a pack, replacing (or, with --merge, updating) its card."""
-    from .card import import_card
     from .pack import Pack
+    from .pack.card import import_card
 
     imported = import_card(Pack.open(pack_path), card_file, merge=merge)
     click.echo(f"{'Merged' if merge else 'Imported'} the card of {imported['data']['name']} into {pack_path}")
@@ -375,8 +376,8 @@ def card_import(card_file: Path, pack_path: Path, merge: bool) -> None:
 @click.option("--avatar", type=click.Path(dir_okay=False, path_type=Path), help="Picture for the PNG (default: the pack's avatar.png, else initials).")
 def card_export(pack_path: Path, png_path: Path | None, json_path: Path | None, avatar: Path | None) -> None:
     """Write PACK_PATH's card as a file SillyTavern imports."""
-    from .card import export_card
     from .pack import Pack
+    from .pack.card import export_card
 
     if not png_path and not json_path:
         raise SettingsError("nothing to write", "give --png CARD.png and/or --json CARD.json")
@@ -396,7 +397,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .bases import TYPICAL_EPOCH_TOKENS, table
+    from .models.bases import TYPICAL_EPOCH_TOKENS, table
 
     rows = table()
     if as_json:
@@ -420,7 +421,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def models_pull(name: str, no_progress: bool) -> None:
     """Download NAME's official GGUF into the Hugging Face cache, checked against the hub's sha256."""
-    from .bases import NAMED_BASES, named, pull
+    from .models.bases import NAMED_BASES, named, pull
 
     base = named(name)
     if base is None:

@@ -17,16 +17,16 @@ from collections import Counter
 from pathlib import Path
 
 from . import __version__
-from .card import save_card
-from .draft import draft_card
 from .errors import MissingExtraError, SettingsError
-from .examples import SPLITS, assign_splits, build_examples, write_splits
 from .files import atomic_dir, write_json
 from .ingest import ingest
+from .ingest.speakers import find_character
 from .pack import Pack, new_pack_info
-from .profile import write_profile
+from .pack.card import save_card
+from .pack.draft import draft_card
+from .pack.examples import SPLITS, assign_splits, build_examples, write_splits
+from .pack.profile import write_profile
 from .settings import PrepareSettings
-from .speakers import find_character
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +141,13 @@ def fallback_line(script, character: str) -> str:
 
 
 def _build_index(pack: Pack) -> None:
-    from .retrieval import build_index  # lazily: the chat extra may be missing
+    from .chat.retrieval import build_index  # lazily: the chat extra may be missing
 
     build_index(pack)
 
 
 def _train_style(pack: Pack) -> None:
-    from .style import train_style
+    from .chat.style import train_style
 
     train_style(pack)
 

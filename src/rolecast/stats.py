@@ -4,6 +4,7 @@
     lo, hi = bootstrap_ci(rows, statistic=perplexity)     # any statistic of whole rows (columns kept together)
     lo, hi = bootstrap_ci(scores, groups=2)               # paired: row i and row i + n/2 are resampled together
     lo, hi = wilson_ci(wins, n)                           # a win rate from n votes, ties counted half
+    roc_auc(labels, scores), best_threshold(labels, probs) # a classifier's AUC and its most accurate cut
 
 One helper replaces the four hand-written percentile bootstraps the evaluation, the pairwise wins,
 the discriminator and the votes each had. ``METHOD`` is what the report says it used. A vote
@@ -63,3 +64,26 @@ def wilson_ci(wins: float, n: int) -> tuple[float, float]:
     p, z = wins / n, 1.959963984540054  # the same score interval for a rate with half-counted ties
     centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return centre - half, centre + half
+
+
+def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC (ties counted half); 0.5 when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(np.asarray(y).tolist())) < 2:
+        return 0.5
+    return float(roc_auc_score(y, scores))
+
+
+def best_threshold(y: np.ndarray, probs: np.ndarray) -> float:
+    """The cut (probability >= cut means "the character") with the best accuracy; 0.5 when undecidable."""
+    y, probs = np.asarray(y), np.asarray(probs, dtype=np.float64)
+    if len(set(y.tolist())) < 2:
+        return 0.5
+    order = np.argsort(-probs, kind="stable")
+    sorted_p, sorted_y = probs[order], y[order]
+    cuts = np.unique(sorted_p)[::-1]  # descending
+    above = np.searchsorted(-sorted_p, -cuts, side="right")  # rows scored >= each cut
+    tp = np.concatenate([[0], np.cumsum(sorted_y)])[above]
+    correct = tp + (len(y) - y.sum()) - (above - tp)
+    return float(cuts[int(np.argmax(correct))])

@@ -25,10 +25,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..base_model import default_model_path, from_pretrained, resolve_model
 from ..errors import MessageError, ModelError, SettingsError, first_line, require
+from ..models.base_model import default_model_path, from_pretrained, resolve_model
+from ..models.templates import ChatTemplate
 from ..settings import BackendSettings, GenerationSettings
-from ..templates import ChatTemplate
 from .base import DRY_BREAKERS, Backend, Completion, Message, StopScanner
 
 PENALTY_LAST_N = 64  # the llamacpp backend's penalty window

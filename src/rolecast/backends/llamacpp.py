@@ -22,10 +22,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..base_model import check_lora, cpu_has_amx, gguf_path
 from ..errors import MessageError, ModelError, require
+from ..models.base_model import check_lora, cpu_has_amx, gguf_path
+from ..models.templates import ChatTemplate
 from ..settings import BackendSettings, GenerationSettings
-from ..templates import ChatTemplate
 from .base import DRY_BREAKERS, Backend, Completion, Message, StopScanner
 
 log = logging.getLogger(__name__)
