@@ -14,6 +14,11 @@ reason, and the script exits 1 if any check that ran failed:
 5. vLLM: serves the base as an HF folder (the bundled GGUF dequantized) with the pack's LoRA
    (``rolecast compose`` computes the same arguments), ``rolecast say --backend openai`` answers
    through it, then ``benchmarks/serve.py``'s load test runs against rolecast over it (needs ``vllm``).
+6. A named base (``--base``, default qwen2.5-1.5b; ``rolecast models`` lists them): a bf16 LoRA on its
+   Hugging Face model, the same with ``--qlora``, ``rolecast export``, then ``rolecast say`` on its
+   official GGUF with that LoRA in llama.cpp, and vLLM serving the model with the LoRA. Each needs the
+   model in the Hugging Face cache (``huggingface-cli download REPO`` and ``rolecast models pull NAME``
+   where the hub is reachable); without it the step is skipped and says what to fetch.
 
 It installs nothing by itself (the device machines have no internet): install ``bitsandbytes``
 and ``vllm`` first where you can. Every step's command and output are printed.
@@ -73,7 +78,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def check_vllm(pack: Path, base: Path, results: dict) -> None:
+def check_vllm(pack: Path, base: Path | str, results: dict, label: str = "vllm") -> None:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base, "--port",
                                str(port), "--enable-lora", "--max-lora-rank", "16", "--lora-modules",
@@ -89,10 +94,10 @@ def check_vllm(pack: Path, base: Path, results: dict) -> None:
             time.sleep(1)
         time.sleep(5)
         said = run([*ROLECAST, "say", pack, "Rough night?", "--backend", "openai", "--base-url", url, "--json"])
-        results["vllm: rolecast say through the LoRA"] = "passed" if said.returncode == 0 else "FAILED"
+        results[f"{label}: rolecast say through the LoRA"] = "passed" if said.returncode == 0 else "FAILED"
         bench = run([sys.executable, ROOT / "benchmarks" / "serve.py", "--pack", pack, "--seconds", 20, "--clients", "1,8"],
                     {"ROLECAST_BACKEND": "openai", "ROLECAST_BASE_URL": url})
-        results["vllm: serve benchmark"] = "passed" if bench.returncode == 0 else "FAILED"
+        results[f"{label}: serve benchmark"] = "passed" if bench.returncode == 0 else "FAILED"
     finally:
         server.terminate()
         try:
@@ -101,9 +106,62 @@ def check_vllm(pack: Path, base: Path, results: dict) -> None:
             server.kill()
 
 
+def cached(repo: str) -> bool:
+    """Whether the Hugging Face model ``repo`` is in the local cache (the device machines have no internet)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo, local_files_only=True)
+        return True
+    except Exception:  # the hub's LocalEntryNotFoundError, or a cache it cannot read
+        return False
+
+
+def check_named_base(name: str, sample: Path, work: Path, steps: int, results: dict) -> None:
+    """Train a named base's HF model (bf16, QLoRA), export, serve its official GGUF with the LoRA, and vLLM."""
+    import importlib.util
+
+    from rolecast.errors import ModelError
+    from rolecast.models.bases import local_file, named
+
+    base = named(name)
+    if base is None:
+        results[f"named base {name}"] = "FAILED: not a named base (rolecast models lists them)"
+        return
+    if not cached(base.hf_repo):
+        results[f"named base {name}"] = f"skipped: {base.hf_repo} is not in the Hugging Face cache (huggingface-cli download {base.hf_repo})"
+        return
+    pack = work / f"named-{name}"
+    shutil.copytree(sample, pack)
+    loss = train(pack, steps, None, ("--base", base.hf_repo))
+    results[f"{name}: bf16 LoRA"] = ("passed" if loss is not None else "FAILED") + f" (validation loss {loss})"
+    if importlib.util.find_spec("bitsandbytes"):
+        qlora = work / f"named-{name}-qlora"
+        shutil.copytree(sample, qlora)
+        q = train(qlora, steps, None, ("--base", base.hf_repo, "--qlora"))
+        results[f"{name}: QLoRA"] = ("passed" if q is not None and loss is not None and abs(q - loss) <= 0.15
+                                     else "FAILED") + f" (validation loss {q})"
+    else:
+        results[f"{name}: QLoRA"] = "skipped: bitsandbytes is not installed"
+    if loss is None:
+        return
+    exported = run([*ROLECAST, "export", pack])
+    results[f"{name}: export"] = "passed" if exported.returncode == 0 else "FAILED"
+    try:
+        gguf = local_file(base)
+    except ModelError:
+        results[f"{name}: llama.cpp on the official GGUF"] = f"skipped: not pulled (rolecast models pull {name})"
+    else:
+        said = run([*ROLECAST, "say", pack, "Rough night?", "--model", gguf, "--json"])
+        results[f"{name}: llama.cpp on the official GGUF"] = "passed" if said.returncode == 0 else "FAILED"
+    if importlib.util.find_spec("vllm"):
+        check_vllm(pack, base.hf_repo, results, label=name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--base", default="qwen2.5-1.5b", help="the named base to check (rolecast models)")
     args = parser.parse_args()
     import importlib.util
 
@@ -153,6 +211,7 @@ def main() -> int:
             check_vllm(work / "cuda-bf16", base, results)
         else:
             results["vllm"] = "skipped: vllm is not installed"
+        check_named_base(args.base, sample, work, args.steps, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("\ngpu-check results:")

@@ -256,6 +256,7 @@ def test_training_says_how_long_an_epoch_will_take_before_it_starts():
     assert "about 57 minutes on two CPU cores with bf16" in one, one
     assert "without bf16" in epoch_estimate(1_032_731, model, "cpu", TrainSettings(precision="fp32"))
     assert "caps it" in epoch_estimate(1000, model, "cpu", TrainSettings(max_minutes=60))
+    assert "about 1 minute on" in epoch_estimate(18_500, model, "cpu", TrainSettings(precision="bf16")), "one minute"
 
 
 def test_checkpoints_of_other_rows_are_not_resumed(short_pack, tmp_path):

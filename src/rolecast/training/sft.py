@@ -111,7 +111,7 @@ def epoch_estimate(tokens: int, model, device: str, settings: TrainSettings) -> 
     minutes = tokens / tokens_per_s(params, kind) / 60
     where = {"gpu": "one GPU (a FLOP estimate)", "bf16": "two CPU cores with bf16",
              "fp32": "two CPU cores without bf16"}[kind]
-    return (f"an epoch of {tokens:,} tokens on a {params:.2f}B base: about {minutes:,.0f} minutes on {where}, "
+    return (f"an epoch of {tokens:,} tokens on a {params:.2f}B base: about {minutes:,.0f} minute{'' if round(minutes) == 1 else 's'} on {where}, "
             f"estimated from the 135M base's measured pace" + (f" (--max-minutes {settings.max_minutes:g} caps it)"
                                                                 if settings.max_minutes else ""))
 
