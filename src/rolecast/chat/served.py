@@ -1,5 +1,8 @@
 """Which model and adapter serve a pack: its LoRA, in the form the backend loads, on the base it was trained on.
 
+A LoRA trained on a GGUF is served on that file; one trained on a named base's Hugging Face model
+(``--base Qwen/Qwen2.5-1.5B-Instruct``, on a GPU) on that base's official GGUF, once pulled.
+
     settings = pack_backend(pack, BackendSettings())        # model and adapter filled in from pack.json
     backend = create(settings)
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from ..errors import ModelError
 from ..files import sha256
 from ..models.base_model import gguf_path, trained_on_gguf
+from ..models.bases import by_repo
 from ..pack import Pack
 from ..settings import BackendSettings
 
@@ -44,12 +48,22 @@ def pack_backend(pack: Pack, settings: BackendSettings) -> BackendSettings:
         return settings.updated(adapter=adapter)
     base = record.get("base")
     model = settings.model or (base if base and trained_on_gguf(record) else None)
+    if model is None and base and adapter and not settings.adapter:
+        model = official_gguf(base)
     if adapter and not settings.adapter and record.get("base_sha256"):
         path = gguf_path(model)
         if path.is_file() and file_checksum(path) != record["base_sha256"]:
             raise ModelError(f"the LoRA of {pack.path} was trained on {record.get('base_name') or base}, not on {path.name}",
                              "omit --model to serve it on its own base, or pass --no-adapter to serve this model without it")
     return settings.updated(model=model, adapter=adapter)
+
+
+def official_gguf(repo: str) -> str | None:
+    """The named base whose official GGUF serves a LoRA trained on the Hugging Face model ``repo`` (llama.cpp
+    loads it once pulled); None for another model (the default GGUF then, which the LoRA check refuses in one
+    line unless the LoRA fits it, as a folder of the dequantized bundled model does)."""
+    base = by_repo(repo)
+    return base.name if base else None
 
 
 @functools.lru_cache(maxsize=16)

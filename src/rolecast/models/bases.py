@@ -104,6 +104,11 @@ def named(ref: str | None) -> NamedBase | None:
     return NAMED_BASES.get(ref.lower()) if ref else None
 
 
+def by_repo(repo: str) -> NamedBase | None:
+    """The named base whose Hugging Face model is ``repo`` (what a pack trained on it records)."""
+    return next((b for b in NAMED_BASES.values() if b.hf_repo.lower() == str(repo).lower()), None)
+
+
 def local_file(base: NamedBase) -> Path:
     """The pulled GGUF of ``base`` in the Hugging Face cache, or a ModelError saying how to pull it."""
     if base is BUNDLED:
