@@ -73,6 +73,13 @@ def test_evaluate_writes_the_report(sample_pack):
         assert section in report, section
     assert json.loads((folder / "metrics.json").read_text())["examples"] == 12
     assert pack.info["parts"]["eval"]["recommended"] == recommend(metrics)
+    gains = {(g["variant"], g["over"]): g for g in metrics["rerank_gain"]}
+    assert set(gains) == {("rerank", "retrieval")}, "the rerank measured beside the same variant with one candidate"
+    assert metrics["variants"]["rerank"]["coherence_blind"]["mean"] > 0, "the blind judge scored the replies"
+    g = gains["rerank", "retrieval"]
+    assert g["gain"] == pytest.approx(metrics["variants"]["rerank"]["coherence"]["mean"]
+                                      - metrics["variants"]["retrieval"]["coherence"]["mean"], abs=1e-4)
+    assert ("## What the rerank's coherence gain is made of" in report) == metrics["judges"]["coherence"]["trusted"]
     for name, m in metrics["variants"].items():  # one constant reply everywhere: every judge must see it
         assert m["scenes"]["self_repetition"] > 0.9, name
         assert m["knowledge"]["probes"] > 0

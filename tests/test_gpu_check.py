@@ -26,7 +26,9 @@ def test_a_named_base_that_is_not_cached_is_skipped_with_what_to_fetch(tmp_path,
     pytest.importorskip("huggingface_hub")
     import importlib.util
 
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # read at import
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     gpu_check = importlib.util.module_from_spec(spec)

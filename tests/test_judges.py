@@ -168,3 +168,31 @@ def test_pairwise_win_rates_and_intervals():
     assert p["win"] == pytest.approx((1 + 1 + 0.5 + 0) / 4)
     assert p["ci"][0] <= p["win"] <= p["ci"][1]
     assert mean_wins(pairs, ["a", "b"]) == {"a": 0.625, "b": 0.375}
+
+
+def test_the_blind_coherence_judge_cannot_rebuild_the_rerankers_message_cosine():
+    """The reranker works on the MiniLM cosine of the reply with the message. A linear model on the coherence
+    judge's features rebuilds it exactly; on the blind judge's, which says how much of a rerank's gain survives
+    without it, it cannot."""
+    from sklearn.linear_model import LinearRegression
+
+    from rolecast.evaluation.judges import last_turn, pair_matrix
+
+    rng = np.random.default_rng(0)
+    contexts = [f"before {i}\nmessage {i}" for i in range(600)]
+    replies = [f"reply {i}" for i in range(600)]
+    vectors = {t: v / np.linalg.norm(v) for t, v in
+               ((t, rng.normal(size=8)) for t in [*contexts, *replies, *map(last_turn, contexts)])}
+
+    class Encoder:
+        def encode(self, batch, batch_size=128):
+            return np.stack([vectors[t] for t in batch])
+
+    cosine = np.array([vectors[last_turn(c)] @ vectors[r] for c, r in zip(contexts, replies)])
+
+    def rebuilt(features):  # R² of the cosine from the features, on pairs the regression did not see
+        fit = LinearRegression().fit(features[:400], cosine[:400])
+        return fit.score(features[400:], cosine[400:])
+
+    assert rebuilt(pair_matrix(Encoder(), contexts, replies, message=True)) > 0.99
+    assert rebuilt(pair_matrix(Encoder(), contexts, replies, message=False)) < 0.2

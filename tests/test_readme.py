@@ -29,3 +29,11 @@ def test_the_readme_tree_names_no_module_that_is_gone():
     present = {p.name for p in (ROOT / "src" / "rolecast").rglob("*.py")}
     others = {"convert_hf_to_gguf.py", "llama_converter.py"} | {p.name for d in ("benchmarks", "docs") for p in (ROOT / d).glob("*.py")}
     assert names - present - others == set(), "the README lists modules that no longer exist"
+
+
+def test_every_relative_link_of_the_readme_and_the_guide_resolves():
+    pages = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    broken = [f"{page.relative_to(ROOT)} → {link}" for page in pages
+              for link in re.findall(r"\]\(([^)#\s]+)", page.read_text(encoding="utf-8"))
+              if "://" not in link and not (page.parent / link).exists()]
+    assert not broken, f"links to nothing: {broken}"

@@ -61,7 +61,10 @@ def test_a_lora_trained_on_a_named_bases_hf_model_is_served_on_its_official_gguf
 
     pytest.importorskip("huggingface_hub")
     base = NAMED_BASES["qwen2.5-0.5b"]
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants
+
+    # huggingface_hub reads HF_HOME once, at its import: an earlier test may have imported it already.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pack = Pack.open(make_pack(tmp_path / "p", "Maggie"))
     (pack.path / "adapter.gguf").write_bytes(b"GGUF")

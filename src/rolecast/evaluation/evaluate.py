@@ -19,6 +19,7 @@ with 95% bootstrap confidence intervals. Writes ``eval/report.md``, ``eval/metri
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -67,7 +68,7 @@ from .replay import answered, held_out_scenes, knowledge, replay
 log = logging.getLogger(__name__)
 
 
-PER_EXAMPLE = ("coherence", "off_topic", "held_apart", "style", "copy", "rouge_l", "similarity", "words", "latency_s",
+PER_EXAMPLE = ("coherence", "coherence_blind", "off_topic", "held_apart", "style", "copy", "rouge_l", "similarity", "words", "latency_s",
                "loop", "impersonation_raw", "impersonation")
 
 
@@ -361,7 +362,8 @@ def judge_runs(pack: Pack, runs: dict[str, dict], cases: list[dict], judges: Jud
 
     def scores(replies: list[str]) -> dict[str, np.ndarray]:
         return {"style": style.score_many(messages, replies), "held_apart": judges.style(ids, replies),
-                "coherence": judges.coherence(contexts, replies), "copy": copies.copies(replies)}
+                "coherence": judges.coherence(contexts, replies), "copy": copies.copies(replies),
+                "coherence_blind": judges.coherence(contexts, replies, blind=True)}
 
     truth = scores(real)
     floor = float(np.percentile(truth["coherence"], 10))
@@ -391,8 +393,25 @@ def judge_runs(pack: Pack, runs: dict[str, dict], cases: list[dict], judges: Jud
     metrics = {"pack": pack.character, "examples": len(cases), "variants": results, "judges": info,
                "style_ceiling": float(np.mean(truth["style"])) if cases else 0.0,
                "pairwise": {key: pairwise(per_judge[key], rounds, seed) for key in PAIRWISE}}
+    metrics["rerank_gain"] = rerank_gain(results)
     metrics["recommendation"] = recommendation(metrics)
     return metrics
+
+
+def rerank_gain(results: dict[str, dict]) -> list[dict[str, Any]]:
+    """For each reranking variant measured beside the same variant with one candidate: its coherence gain on the
+    judge, and on the judge blind to the message's embedding (which the reranker works on): the share of the
+    gain that survives without that feature."""
+    out = []
+    for name, variant in VARIANTS.items():
+        plain = next((n for n, v in VARIANTS.items() if v == dataclasses.replace(variant, candidates=1)), None)
+        if variant.candidates == 1 or plain not in results or name not in results:
+            continue
+        gain = results[name]["coherence"]["mean"] - results[plain]["coherence"]["mean"]
+        blind = results[name]["coherence_blind"]["mean"] - results[plain]["coherence_blind"]["mean"]
+        out.append({"variant": name, "over": plain, "gain": round(gain, 4), "gain_blind": round(blind, 4),
+                    "survives": round(blind / gain, 3) if gain > 0 else None})
+    return out
 
 
 #: Judges compared pairwise between variants; the first two steer the recommendation.
@@ -438,6 +457,7 @@ def judge_info(pack: Pack, judges: Judges, truth: dict, floor: float, encoder, r
                        "trusted": judges.style_validation["auc"] >= STYLE_TRUST, "bar": STYLE_TRUST},
         "coherence": {**judges.coherence_validation, "real_mean": _mean(truth["coherence"]), "off_topic_floor": floor,
                       "trusted": judges.coherence_trusted, "bar": TRUST},
+        "coherence_blind": {**judges.blind_validation, "real_mean": _mean(truth["coherence_blind"])},
         "discriminator": discriminator_checks(encoder, real, others, rounds, seed),
         "style": {"auc": report.get("roc_auc"), "method": report.get("method"), "real_mean": _mean(truth["style"])},
         "copy": {"real_rate": _mean(truth["copy"]), "min_words": COPY_MIN_WORDS},

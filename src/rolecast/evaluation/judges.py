@@ -170,12 +170,15 @@ class Judges:
     """The held-apart style judge and the coherence judge of one pack, with their validation figures."""
 
     def __init__(self, encoder, style_models: list, style_validation: dict, coherence_model,
-                 coherence_validation: dict, by_scene: bool, seed: int):
+                 coherence_validation: dict, by_scene: bool, seed: int, blind_model=None, blind_validation=None):
         self.encoder = encoder
         self.style_models = style_models
         self.style_validation = style_validation
         self.coherence_model = coherence_model
         self.coherence_validation = coherence_validation
+        # The coherence judge without the message's features (the reranker's): reported, never deciding.
+        self.blind_model = blind_model
+        self.blind_validation = blind_validation or {}
         self.by_scene = by_scene
         self.seed = seed
 
@@ -199,7 +202,10 @@ class Judges:
         train = (lines.get("train") or []) + (lines.get("validation") or [])
         coherence, coherence_validation = fit_coherence(train, test, pack.character, encoder, seed,
                                                         max_coherence_pairs)
-        return cls(encoder, style_models, style_validation, coherence, coherence_validation, by_scene(pack), seed)
+        blind, blind_validation = fit_coherence(train, test, pack.character, encoder, seed, max_coherence_pairs,
+                                                message=False)
+        return cls(encoder, style_models, style_validation, coherence, coherence_validation, by_scene(pack), seed,
+                   blind, blind_validation)
 
     def group(self, line_id: str) -> str:
         """The cross-fitting group of a test line, from its id (``episode-scene-index``, as examples name it)."""
@@ -219,11 +225,13 @@ class Judges:
                 out[mask] = model.predict_proba(x[mask])[:, 1]
         return out
 
-    def coherence(self, contexts: list[str], replies: list[str]) -> np.ndarray:
-        """P(the reply answers the context) for each (context, reply) pair."""
-        if not replies:
-            return np.zeros(0)
-        return self.coherence_model.predict_proba(pair_matrix(self.encoder, contexts, replies))[:, 1]
+    def coherence(self, contexts: list[str], replies: list[str], blind: bool = False) -> np.ndarray:
+        """P(the reply answers the context) for each (context, reply) pair; ``blind``: by the judge without the
+        message's features, which the reranker works on (reported, never deciding)."""
+        model = self.blind_model if blind else self.coherence_model
+        if not replies or model is None:
+            return np.zeros(len(replies))
+        return model.predict_proba(pair_matrix(self.encoder, contexts, replies, message=not blind))[:, 1]
 
 
 def style_features(encoder, texts: list[str]) -> np.ndarray:
@@ -265,9 +273,16 @@ def fit_style(test: list[Line], character: str, encoder, seed: int) -> tuple[lis
     return models, validation
 
 
-def pair_matrix(encoder, contexts: list[str], replies: list[str]) -> np.ndarray:
+def pair_matrix(encoder, contexts: list[str], replies: list[str], message: bool = True) -> np.ndarray:
     """Features of (context, reply) pairs: the element-wise products of the reply's embedding with the last
-    turn's and with the whole context's, both cosines and their squares.
+    turn's (the message) and with the whole context's, both cosines and their squares; without ``message``,
+    the whole context's alone.
+
+    The message's cosine with the reply is what the reranker's relevance gate works on (rank correlation
+    0.74 with this judge on House, benchmarks/relevance.py), and a linear model on the products rebuilds it.
+    Without the message's features the judge fails its checks on House (real vs shuffled 0.661, real vs echo
+    0.649, against 0.726 and 0.996), so it decides nothing: fitted beside the judge, it says how much of a
+    rerank's coherence gain comes through another route than that feature (``rerank_gain`` in evaluate.py).
 
     The embeddings alone are left out: against shuffled replies of the same character both
     classes have the same contexts and the same replies, only the pairing differs. The
@@ -276,9 +291,12 @@ def pair_matrix(encoder, contexts: list[str], replies: list[str]) -> np.ndarray:
     """
     contexts = [ctx or "" for ctx in contexts]
     c = encoder.encode(contexts).astype(np.float64)
-    last = encoder.encode([last_turn(ctx) for ctx in contexts]).astype(np.float64)
+    last = encoder.encode([last_turn(ctx) for ctx in contexts]).astype(np.float64) if message else None
     r = encoder.encode(replies).astype(np.float64)
-    near, whole = np.sum(last * r, axis=1, keepdims=True), np.sum(c * r, axis=1, keepdims=True)
+    whole = np.sum(c * r, axis=1, keepdims=True)
+    if not message:
+        return np.hstack([c * r, whole, whole ** 2])
+    near = np.sum(last * r, axis=1, keepdims=True)
     return np.hstack([last * r, c * r, near, whole, near ** 2, whole ** 2])
 
 
@@ -312,7 +330,7 @@ def shuffled_pairs(lines: list[Line], character: str, seed: int, limit: int,
 
 
 def fit_coherence(train: list[Line], test: list[Line], character: str, encoder, seed: int,
-                  limit: int) -> tuple[Any, dict]:
+                  limit: int, message: bool = True) -> tuple[Any, dict]:
     """The coherence model, fitted on train+validation pairs and validated on the test episodes' pairs.
 
     Negatives: the character's replies from other scenes (three per real reply: more pairs
@@ -327,17 +345,18 @@ def fit_coherence(train: list[Line], test: list[Line], character: str, encoder, 
     contexts += [contexts[i] for i in real]
     replies += [last_turn(contexts[i]) for i in real]
     y = np.concatenate([y, np.zeros(len(real), dtype=y.dtype)])
-    model = _logistic(C=0.05, seed=seed, balanced=True).fit(pair_matrix(encoder, contexts, replies), y)
+    model = _logistic(C=0.05, seed=seed, balanced=True).fit(pair_matrix(encoder, contexts, replies, message), y)
     t_ctx, t_rep, t_y = shuffled_pairs(test, character, seed + 1, 2000)
-    probs = model.predict_proba(pair_matrix(encoder, t_ctx, t_rep))[:, 1] if len(t_y) else np.zeros(0)
+    probs = model.predict_proba(pair_matrix(encoder, t_ctx, t_rep, message))[:, 1] if len(t_y) else np.zeros(0)
     truth = probs[t_y == 1]
     echoes = [t_ctx[i] for i in range(len(t_y)) if t_y[i] == 1]
-    echo = model.predict_proba(pair_matrix(encoder, echoes, [last_turn(c) for c in echoes]))[:, 1] if echoes else truth
+    echo = model.predict_proba(pair_matrix(encoder, echoes, [last_turn(c) for c in echoes], message))[:, 1] \
+        if echoes else truth
     validation = {"auc": round(roc_auc(t_y, probs), 4) if len(t_y) else 0.0,
                   "echo_auc": round(roc_auc(np.r_[np.ones(len(truth)), np.zeros(len(echo))], np.r_[truth, echo]), 4),
                   "pairs": int(len(t_y)), "train_pairs": int(len(y))}
-    log.info("coherence judge: real vs shuffled AUC %.3f, real vs echo %.3f on %d test pairs", validation["auc"],
-             validation["echo_auc"], len(t_y))
+    log.info("coherence judge%s: real vs shuffled AUC %.3f, real vs echo %.3f on %d test pairs",
+             "" if message else " without the message's features", validation["auc"], validation["echo_auc"], len(t_y))
     return model, validation
 
 

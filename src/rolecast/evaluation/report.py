@@ -32,8 +32,8 @@ CHARTS = [("coherence", "coherence judge (higher: answers the context)"),
           ("perplexity", "perplexity of the real reply"), ("latency_s", "seconds per reply")]
 NAMES = {"coherence": "coherence", "held_apart": "held-apart style", "style": "reranker's style classifier"}
 #: Figures → the judge whose check they need.
-TRUSTED_BY = {"coherence": "coherence", "off_topic": "coherence", "held_apart": "held_apart",
-              "discriminator": "discriminator"}
+TRUSTED_BY = {"coherence": "coherence", "coherence_blind": "coherence", "off_topic": "coherence",
+              "held_apart": "held_apart", "discriminator": "discriminator", "rerank_gain": "coherence"}
 
 
 def shown(metrics: dict, key: str) -> bool:
@@ -110,6 +110,25 @@ def judges_section(metrics: dict) -> list[str]:
              f"maximise: shown for reference, not used to choose | its test AUC | "
              + (f"{st['auc']:.3f} |" if st.get("auc") is not None else "– |"), ""]
     return lines
+
+
+def rerank_section(metrics: dict) -> list[str]:
+    """How much of each rerank's coherence gain survives a judge blind to the reranker's own feature."""
+    gains = metrics.get("rerank_gain") or []
+    if not gains or not shown(metrics, "rerank_gain"):
+        return []
+    blind = metrics["judges"].get("coherence_blind", {})
+    lines = ["## What the rerank's coherence gain is made of", "",
+             "The reranker gates on the MiniLM cosine of a reply with the message, which the coherence judge also "
+             "reads. A second judge, blind to the message's own embedding, gives the part of the gain that comes "
+             "another way. It decides nothing: its own checks are real vs shuffled AUC "
+             f"{blind.get('auc', float('nan')):.3f} and real vs echo {blind.get('echo_auc', float('nan')):.3f}, "
+             "so read its figure as rough.", "",
+             "| variant | over | coherence gain | gain on the blind judge | survives |", "|---|---|---|---|---|"]
+    for g in gains:
+        survives = f"{g['survives']:.0%}" if g["survives"] is not None else "– (no gain to explain)"
+        lines.append(f"| {g['variant']} | {g['over']} | {g['gain']:+.3f} | {g['gain_blind']:+.3f} | {survives} |")
+    return lines + [""]
 
 
 def pairwise_section(metrics: dict) -> list[str]:
@@ -195,7 +214,8 @@ def markdown(pack: Pack, metrics: dict, samples: dict[str, list[dict]]) -> str:
               "maximises (shown, not trusted); the *discriminator AUC* says how easily a classifier tells the "
               "variant's replies from the real ones (0.5 is best); *impersonation* counts replies carrying another "
               "speaker's line, *persona breaks* probe replies that say they are an AI.", ""]
-    lines += judges_section(metrics) + pairwise_section(metrics) + scenes_section(metrics) + knowledge_section(metrics)
+    lines += judges_section(metrics) + rerank_section(metrics) + pairwise_section(metrics) + scenes_section(metrics)
+    lines += knowledge_section(metrics)
     lines += votes_section(metrics)
     lines += [" ".join(f"![{title.split(' (')[0]}]({key}.png)" for key, title in CHARTS[:3] if shown(metrics, key)), "",
               stats.METHOD + ".", "", "## Ten exchanges", ""]
