@@ -43,7 +43,7 @@ test: setup
 	$(VENV)/bin/lint-imports  # the layers (pyproject's [tool.importlinter]): an import against the grain names its edge
 	$(PY) -m pytest -m "not slow"
 	$(PY) tests/llama_converter.py  # llama.cpp's own converter, for the architecture tests (fetched once)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow --durations=15  # the slowest, named in the log: the suite is most of CI
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
