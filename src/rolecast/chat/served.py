@@ -48,22 +48,15 @@ def pack_backend(pack: Pack, settings: BackendSettings) -> BackendSettings:
         return settings.updated(adapter=adapter)
     base = record.get("base")
     model = settings.model or (base if base and trained_on_gguf(record) else None)
-    if model is None and base and adapter and not settings.adapter:
-        model = official_gguf(base)
+    if model is None and base and adapter and not settings.adapter:  # trained on a named base's HF model: its GGUF
+        named = by_repo(base)
+        model = named.name if named else None  # another model: the default GGUF, behind the LoRA-fits-base check
     if adapter and not settings.adapter and record.get("base_sha256"):
         path = gguf_path(model)
         if path.is_file() and file_checksum(path) != record["base_sha256"]:
             raise ModelError(f"the LoRA of {pack.path} was trained on {record.get('base_name') or base}, not on {path.name}",
                              "omit --model to serve it on its own base, or pass --no-adapter to serve this model without it")
     return settings.updated(model=model, adapter=adapter)
-
-
-def official_gguf(repo: str) -> str | None:
-    """The named base whose official GGUF serves a LoRA trained on the Hugging Face model ``repo`` (llama.cpp
-    loads it once pulled); None for another model (the default GGUF then, which the LoRA check refuses in one
-    line unless the LoRA fits it, as a folder of the dequantized bundled model does)."""
-    base = by_repo(repo)
-    return base.name if base else None
 
 
 @functools.lru_cache(maxsize=16)
