@@ -61,7 +61,10 @@ def build_index(pack: Pack, model: Embedder | None = None) -> LineIndex:
     if not items:
         raise PackError(f"the pack {pack.path} has no training examples to index", "re-run rolecast prepare")
     model = model or embedder()
-    vectors = model.encode([it["prompt"] or it["reply"] for it in items], batch_size=128, progress=progress_enabled())
+    texts = [it["prompt"] or it["reply"] for it in items]
+    unique = list(dict.fromkeys(texts))  # House repeats 5% of its lines ("Yeah.")
+    row = {text: i for i, text in enumerate(unique)}
+    vectors = model.encode(unique, progress=progress_enabled())[[row[t] for t in texts]]
     with atomic_dir(pack.part("index")) as tmp:
         with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
             for it in items:

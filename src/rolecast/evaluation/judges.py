@@ -148,7 +148,7 @@ class Memo:
     def encode(self, texts: list[str]) -> np.ndarray:
         new = [t for t in dict.fromkeys(texts) if t not in self.vectors]
         if new:
-            self.vectors.update(zip(new, self.encoder.encode(new, batch_size=128)))
+            self.vectors.update(zip(new, self.encoder.encode(new)))
         if not texts:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         return np.stack([self.vectors[t] for t in texts])
