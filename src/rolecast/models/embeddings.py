@@ -67,10 +67,7 @@ class Embedder:
                 texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                 show_progress_bar=progress,
             )
-        vectors = vectors.astype(np.float32, copy=False)
-        if not small:  # bf16 leaves norms off by up to 1e-3: a dot product stays a cosine
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors
+        return vectors.astype(np.float32, copy=False)
 
 
 def _bulk_precision(device: str):
