@@ -1,6 +1,7 @@
 """Eval speed: today's `rolecast eval` against the eval of an earlier commit, on the same pack, in one run.
 
     .venv/bin/python benchmarks/eval.py PACK [--limit 40] [--baseline 11e12b2] [--variants base,prompt,...]
+    .venv/bin/python benchmarks/eval.py PACK --baseline HEAD --variants retrieval,rerank --scenes 0
 
 Runs the earlier commit's evaluate (checked out into a temporary git worktree, same
 virtualenv) and then this checkout's, on a copy of PACK each, with the same variants,
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--baseline", default="11e12b2", help="git commit of the eval to compare with")
     parser.add_argument("--variants", default="base,prompt,retrieval,lora,lora+rerank")
+    parser.add_argument("--scenes", type=int, default=None, help="held-out scenes per variant, on both sides "
+                        "(default: the eval's own default)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     with tempfile.TemporaryDirectory(prefix="rolecast-bench-") as tmp:
@@ -61,8 +64,9 @@ def main() -> None:
                        check=True, capture_output=True)
         try:
             results = {}
-            for name, src, extra in (("baseline", worktree / "src", {}),
-                                     ("rolecast", ROOT / "src", {"resume": False})):
+            both = {} if args.scenes is None else {"scenes": args.scenes}
+            for name, src, extra in (("baseline", worktree / "src", both),
+                                     ("rolecast", ROOT / "src", {**both, "resume": False})):
                 pack = tmp / name / args.pack.name
                 shutil.copytree(args.pack, pack, ignore=shutil.ignore_patterns("eval", ".eval-runs"))
                 start = time.perf_counter()

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import FakeBackend
 from rolecast.backends import register
+from rolecast.backends.base import Completion
 from rolecast.evaluation.evaluate import distinct, evaluate, load_cases, recommend, recommendation, rouge_l
 from rolecast.pack import Pack
 from rolecast.settings import BackendSettings, EvalSettings, GenerationSettings, PerformerSettings
@@ -173,27 +174,80 @@ def test_a_failed_variant_keeps_the_finished_ones_and_a_rerun_resumes(sample_pac
     pack = Pack.open(sample_pack)
     settings = EvalSettings(variants=["base", "prompt"], limit=3, bootstrap=10, probes=False, scenes=0,
                             knowledge=False, seed=99)
-    real_run = ev.run_variant
+    real_run = ev.run_family
     ran = []
 
-    def failing(performer, variant, *args):
-        ran.append(variant)
-        if variant == ev.VARIANTS["prompt"]:
+    def failing(performers, *args):
+        ran.append(list(performers))
+        if "prompt" in performers:
             raise KeyboardInterrupt
-        return real_run(performer, variant, *args)
+        return real_run(performers, *args)
 
-    monkeypatch.setattr(ev, "run_variant", failing)
+    monkeypatch.setattr(ev, "run_family", failing)
     with pytest.raises(KeyboardInterrupt):
         evaluate(pack, settings, BackendSettings(backend="evalfake"), GenerationSettings())
     ran.clear()
-    monkeypatch.setattr(ev, "run_variant", lambda performer, variant, *args: (ran.append(variant),
-                                                                              real_run(performer, variant, *args))[1])
+    monkeypatch.setattr(ev, "run_family", lambda performers, *args: (ran.append(list(performers)),
+                                                                     real_run(performers, *args))[1])
     metrics = evaluate(pack, settings, BackendSettings(backend="evalfake"), GenerationSettings())
-    assert ran == [ev.VARIANTS["prompt"]], "base was kept from the interrupted run"
+    assert ran == [["prompt"]], "base was kept from the interrupted run"
     assert list(metrics["variants"]) == ["base", "prompt"]
     ran.clear()
     evaluate(pack, settings.updated(resume=False), BackendSettings(backend="evalfake"), GenerationSettings())
     assert len(ran) == 2, "--no-resume runs every variant again"
+
+
+class SeededFake(FakeBackend):
+    """Replies that depend only on the prompt, the seed and the candidate, as a real sampler's do."""
+
+    scored = 0
+
+    def complete(self, messages, settings, n=1, cancel=None):
+        import hashlib
+
+        words = ["Sit", "down", "lupus", "never", "fine", "Wilson", "idiot", "pain", "why", "no"]
+        out = []
+        for i in range(n):
+            digest = hashlib.sha256(f"{messages}{settings.seed}{i}".encode()).digest()
+            text = " ".join(words[b % 10] for b in digest[:6]) + "."
+            out.append(Completion(text, 6))
+        return out
+
+    def score_reply(self, messages, reply):
+        SeededFake.scored += 1
+        return super().score_reply(messages, reply)
+
+
+register("seededfake", SeededFake)
+
+
+def test_variants_of_one_prompt_family_answer_together_as_they_would_alone(sample_pack, monkeypatch):
+    """retrieval and rerank share every prompt: run together, each exchange's real reply is scored once, and
+    every reply, figure and seed is what the variant gives run alone."""
+    import rolecast.evaluation.evaluate as ev
+
+    assert ev.prompt_families(["base", "prompt", "retrieval", "rerank", "lora", "lora+rerank", "lora+card"]) == [
+        ["base"], ["prompt"], ["retrieval", "rerank"], ["lora", "lora+rerank"], ["lora+card"]]
+    pack = Pack.open(sample_pack)
+    settings = EvalSettings(limit=6, bootstrap=0, probe_limit=3, scenes=1, resume=False, seed=5)
+    real, seen = ev.run_family, {}
+    monkeypatch.setattr(ev, "run_family", lambda performers, *a: seen.update(out := real(performers, *a)) or out)
+    runs = {}
+    for variants in (["retrieval", "rerank"], ["retrieval"], ["rerank"]):
+        SeededFake.scored = 0
+        seen.clear()
+        evaluate(pack, settings.updated(variants=variants), BackendSettings(backend="seededfake"), GenerationSettings())
+        runs[tuple(variants)] = dict(seen)
+        if len(variants) == 2:
+            assert SeededFake.scored == len(seen["rerank"]["rows"]), "one likelihood per exchange, not per variant"
+
+    def strip(rows):
+        return [{k: v for k, v in row.items() if k != "latency_s"} for row in rows]
+
+    together = runs[("retrieval", "rerank")]
+    for name in ("retrieval", "rerank"):
+        for key in ("rows", "probes", "scenes", "knowledge"):
+            assert strip(together[name][key]) == strip(runs[(name,)][name][key]), (name, key)
 
 
 def test_unknown_variant(sample_pack):

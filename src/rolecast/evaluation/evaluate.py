@@ -96,21 +96,26 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
     backends = _Backends(pack, backend, perf)
     runs: dict[str, dict] = {}
     try:
+        pending = []
         for name in settings.variants:
-            variant = VARIANTS[name]
-            if variant.adapter and not backends.has_adapter():
+            if VARIANTS[name].adapter and not backends.has_adapter():
                 log.warning("skipped variant %s: the pack has no adapter for the %s backend (rolecast train, then "
                             "rolecast export)", name, backend.backend)
                 continue
             run = cache.load(name) if settings.resume else None
             if run is None:
-                run = run_variant(backends.performer(variant), variant, cases, scenes, asked, gen, settings)
-                cache.save(name, run)
+                pending.append(name)
             else:
                 log.info("eval %s: reusing the finished run in %s", name, cache.folder)
-            runs[name] = run
+                runs[name] = run
+        for family in prompt_families(pending):
+            performers = {name: backends.performer(VARIANTS[name]) for name in family}
+            for name, run in run_family(performers, cases, scenes, asked, gen, settings).items():
+                cache.save(name, run)
+                runs[name] = run
     finally:
         backends.close()
+    runs = {name: runs[name] for name in settings.variants if name in runs}
     log.info("fitting the held-apart judges")
     started = time.perf_counter()
     judges = Judges.fit(pack, settings.seed, embedder())
@@ -128,28 +133,68 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
     return metrics
 
 
-def run_variant(performer: Performer, variant: Variant, cases: list[dict], scenes: list[dict], asked: list[dict],
-                gen: GenerationSettings, settings: EvalSettings) -> dict[str, Any]:
-    """Every reply a variant gives: test exchanges, probes, replayed scenes and knowledge probes."""
-    name = next(k for k, v in VARIANTS.items() if v == variant)
-    log.info("eval %s: %d exchanges, %d scenes, %d knowledge probes", name, len(cases), len(scenes), len(asked))
-    start = time.perf_counter()
-    rows = [run_case(performer, case, gen.updated(seed=settings.seed + i))
-            for i, case in enumerate(bar(cases, f"eval {name}"))]
-    probed = probe_replies(performer, gen, settings) if settings.probes else []
-    played = []
-    for k, scene in enumerate(bar(scenes, f"eval {name}: scenes")):
-        def answer(line_id, history, message, real, turn, k=k):
-            case = {"id": line_id, "history": history, "message": message, "reply": real}
-            return run_case(performer, case, gen.updated(seed=settings.seed + 101 * k + turn), score=False)
-        played += replay(scene, performer.pack.character, answer)
-    known = []
+def prompt_families(names: list[str]) -> list[list[str]]:
+    """The variants grouped by what their prompts and model depend on (card, examples, adapter, system turn): in
+    one family they differ only in how many candidates they sample (lora and lora+rerank; retrieval and rerank)."""
+    families: dict[tuple, list[str]] = {}
+    for name in names:
+        v = VARIANTS[name]
+        families.setdefault((v.card, v.examples, v.adapter, v.system_turn), []).append(name)
+    return list(families.values())
+
+
+def run_family(performers: dict[str, Performer], cases: list[dict], scenes: list[dict], asked: list[dict],
+               gen: GenerationSettings, settings: EvalSettings) -> dict[str, dict[str, Any]]:
+    """Every reply each variant of one prompt family gives: test exchanges, probes, replayed scenes and knowledge
+    probes, as ``{variant: run}``.
+
+    The family's variants answer each exchange one after the other, so the backend evaluates the exchange's
+    prompt once (its KV cache holds the prompt for the next variant: House's rerank after retrieval evaluates one
+    token, not 1,000), and the real reply's likelihood, the same under the same prompt and model, is computed
+    once. A reply's ``latency_s`` is its own: the later variants' leave out the prompt. Scenes are replayed per
+    variant: each turn's history holds that variant's own replies."""
+    names = list(performers)
+    seconds = dict.fromkeys(names, 0.0)
+
+    def answer(name: str, case: dict, seed: int, score: bool = False) -> dict[str, Any]:
+        start = time.perf_counter()
+        row = run_case(performers[name], case, gen.updated(seed=seed), score=score)
+        seconds[name] += time.perf_counter() - start
+        return row
+
+    log.info("eval %s: %d exchanges, %d scenes, %d knowledge probes", ", ".join(names), len(cases), len(scenes),
+             len(asked))
+    rows: dict[str, list[dict]] = {name: [] for name in names}
+    for i, case in enumerate(bar(cases, f"eval {', '.join(names)}")):
+        first = answer(names[0], case, settings.seed + i, score=True)
+        rows[names[0]].append(first)
+        for name in names[1:]:
+            rows[name].append(answer(name, case, settings.seed + i) | {"nll": first["nll"],
+                                                                        "nll_tokens": first["nll_tokens"]})
+    probed = {name: [] for name in names}
+    if settings.probes:
+        partners = performers[names[0]].card["data"].get("extensions", {}).get("rolecast", {}).get("stats", {})
+        partners = partners.get("partners", [])
+        for i, message in enumerate(probes(partners[0]["name"] if partners else "your friend")[: settings.probe_limit]):
+            for name in names:
+                row = answer(name, {"id": f"probe{i}", "history": [], "message": message, "reply": "."},
+                             settings.seed + 7 * i)
+                probed[name].append({"message": message, "raw": row["raw"], "reply": row["reply"]})
+    known = {name: [] for name in names}
     for i, probe in enumerate(asked):
-        case = {"id": f"knowledge{i}", "history": [], "message": probe["message"], "reply": "."}
-        row = run_case(performer, case, gen.updated(seed=settings.seed + 13 * i), score=False)
-        known.append({**probe, "reply": row["reply"], "answered": answered(row["reply"], probe["expect"])})
-    return {"rows": rows, "probes": probed, "scenes": played, "knowledge": known,
-            "seconds": round(time.perf_counter() - start, 1)}
+        for name in names:
+            case = {"id": f"knowledge{i}", "history": [], "message": probe["message"], "reply": "."}
+            reply = answer(name, case, settings.seed + 13 * i)["reply"]
+            known[name].append({**probe, "reply": reply, "answered": answered(reply, probe["expect"])})
+    played = {name: [] for name in names}
+    for name in names:
+        for k, scene in enumerate(bar(scenes, f"eval {name}: scenes")):
+            def reply(line_id, history, message, real, turn, k=k, name=name):
+                case = {"id": line_id, "history": history, "message": message, "reply": real}
+                return answer(name, case, settings.seed + 101 * k + turn)
+            played[name] += replay(scene, performers[name].pack.character, reply)
+    return {name: {"rows": rows[name], "probes": probed[name], "scenes": played[name], "knowledge": known[name],
+                   "seconds": round(seconds[name], 1)} for name in names}
 
 
 class RunCache:
@@ -288,19 +333,6 @@ def run_case(performer: Performer, case: dict, gen: GenerationSettings,
         logprob, n = performer.score_reply(case["history"], case["message"], case["reply"])
         row.update(nll=-logprob, nll_tokens=n)
     return row
-
-
-def probe_replies(performer: Performer, gen: GenerationSettings,
-                  settings: EvalSettings) -> list[dict[str, str]]:
-    """The variant's raw and cleaned replies to the probe messages (``recompute`` counts the persona breaks)."""
-    partners = performer.card["data"].get("extensions", {}).get("rolecast", {}).get("stats", {}).get("partners", [])
-    messages = probes(partners[0]["name"] if partners else "your friend")[: settings.probe_limit]
-    out = []
-    for i, message in enumerate(messages):
-        row = run_case(performer, {"id": f"probe{i}", "history": [], "message": message, "reply": "."},
-                       gen.updated(seed=settings.seed + 7 * i), score=False)
-        out.append({"message": message, "raw": row["raw"], "reply": row["reply"]})
-    return out
 
 
 # ----------------------------------------------------------------------------- metrics
