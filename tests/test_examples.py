@@ -81,3 +81,36 @@ def test_few_episodes_split_by_blocks_of_scenes():
     scenes = {name: {ex["scene"] for ex in rows} for name, rows in splits.items()}
     assert all(scenes[a].isdisjoint(scenes[b]) for a, b in [("train", "test"), ("train", "validation"), ("test", "validation")])
     assert [len(splits[n]) for n in ("train", "validation", "test")] == [160, 20, 20]
+
+
+def test_a_one_episode_corpus_reads_its_splits_by_scene(tmp_path):
+    """A screenplay with no episodes is split by blocks of scenes; the style classifier, the judges and the
+    replayed scenes must read those splits by scene (by episode, every line fell in one split)."""
+    import random
+
+    from rolecast.chat.style import load_data
+    from rolecast.evaluation.judges import read_lines
+    from rolecast.evaluation.replay import held_out_scenes
+    from rolecast.pack import Pack
+    from rolecast.pack.examples import SplitOf, read_examples
+    from rolecast.prepare import prepare
+
+    rng = random.Random(0)
+    words = ["harbor", "boat", "storm", "tea", "rope", "gull", "lamp", "net", "tide", "fish", "salt", "wind"]
+    scenes = ["\n".join(f"{who}: {' '.join(rng.choice(words) for _ in range(5))}." for who in ["Bob", "Ann"] * 3)
+              for _ in range(120)]
+    script = tmp_path / "play.txt"
+    script.write_text("\n\n".join(scenes) + "\n", encoding="utf-8")
+    out = tmp_path / "ann"
+    prepare([script], PrepareSettings(character="Ann", index=False), out)  # the style classifier trains
+    pack = Pack.open(out)
+    split_of = SplitOf(pack)
+    for name in ("train", "validation", "test"):
+        rows = list(read_examples(out / "examples" / f"{name}.jsonl"))
+        assert rows and all(split_of(ex["episode"], ex["scene"]) == name for ex in rows), name
+    data = load_data(pack)
+    assert all(len(data[name]) for name in ("train", "validation", "test"))
+    lines = read_lines(pack)
+    assert all(split_of(*line.id.rsplit("-", 2)[:2]) == name for name in lines for line in lines[name])
+    assert len(lines["train"]) > 5 * len(lines["test"]) > 0
+    assert all(split_of(s["episode"], s["scene"]) == "test" for s in held_out_scenes(pack, 50, seed=1))

@@ -55,18 +55,20 @@ def test_held_apart_judge_tells_the_character_from_others_and_never_touches_the_
     assert tree_checksum(sample_pack) == before, "fitting the judges wrote into the pack"
     v = judges.style_validation
     assert v["auc"] > 0.6 and v["character_mean"] > v["other_mean"], v
-    assert v["lines"] == 2 * v["character_lines"], "balanced: as many other speakers' test lines as the character's"
+    assert v["lines"] == 2 * v["character_lines"], "balanced: as many other speakers' lines as the character's"
 
 
-def test_held_apart_judge_is_fitted_on_test_episodes_only(sample_pack):
+def test_held_apart_judge_is_fitted_on_validation_and_test_episodes_only(sample_pack):
+    """Never on the train episodes (the LoRA's and the reranker's classifier's), and on every held-apart line."""
     from rolecast.evaluation.judges import read_lines
-    from rolecast.pack.examples import split_episodes
+    from rolecast.pack.examples import SplitOf
 
     lines = read_lines(Pack.open(sample_pack))
-    test = split_episodes(Pack.open(sample_pack))["test"]
-    assert lines["test"] and all(line.id.rsplit("-", 2)[0] in test for line in lines["test"])
+    split_of = SplitOf(Pack.open(sample_pack))
+    for name in ("validation", "test"):
+        assert lines[name] and all(split_of(*line.id.rsplit("-", 2)[:2]) == name for line in lines[name]), name
     judges = Judges.fit(Pack.open(sample_pack))
-    characters = sum(line.speaker == "Maggie" for line in lines["test"])
+    characters = sum(line.speaker == "Maggie" for line in lines["validation"] + lines["test"])
     assert judges.style_validation["character_lines"] == characters
 
 

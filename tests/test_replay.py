@@ -2,14 +2,14 @@
 
 from rolecast.evaluation.replay import answered, held_out_scenes, knowledge, replay, scene_turns
 from rolecast.pack import Pack
-from rolecast.pack.examples import split_episodes
+from rolecast.pack.examples import SplitOf
 
 
 def test_scenes_come_from_test_episodes_and_hold_two_turns(sample_pack):
     pack = Pack.open(sample_pack)
     scenes = held_out_scenes(pack, 50, seed=1)
-    test = split_episodes(pack)["test"]
-    assert scenes and all(s["episode"] in test for s in scenes)
+    split_of = SplitOf(pack)
+    assert scenes and all(split_of(s["episode"], s["scene"]) == "test" for s in scenes)
     for scene in scenes:
         turns = scene_turns(scene, "Maggie")
         assert 2 <= len(turns) <= 8

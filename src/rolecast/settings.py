@@ -57,7 +57,7 @@ class PrepareSettings(Settings):
     min_words: int = Field(1, ge=1, le=1000, description="Drop replies shorter than this many words.")
     max_words: int = Field(120, ge=1, le=5000, description="Drop replies longer than this many words.")
     max_context_chars: int = Field(2000, ge=0, le=100_000, description="Trim the oldest context turns beyond this many characters.")
-    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train/validation/test fractions, split by episode.")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train/validation/test fractions, split by episode (by blocks of scenes when the corpus has fewer than 3 episodes).")
     seed: int = Field(13, description="Seed for the split and any sampling in prepare.")
     repair: bool = Field(True, description="Repair upstream damage (names spliced into words, stray capitals).")
     style: bool = Field(True, description="Train the style classifier after preparing (needs the 'chat' extra).")

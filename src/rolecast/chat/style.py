@@ -85,7 +85,7 @@ from ..errors import EmptyResultError, PackError, SettingsError
 from ..files import atomic_dir, atomic_write, write_json
 from ..ingest.script import NON_CHARACTERS, Script
 from ..pack import Pack
-from ..pack.examples import split_episodes
+from ..pack.examples import SplitOf
 from ..stats import best_threshold, roc_auc
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ def load_data(pack: Pack, seed: int = 13, min_words: int = 2, negatives: float =
     both classes (the examples leave them out too). The negatives are a seeded sample:
     ``negatives`` per positive in train, one per positive in validation and test.
     """
-    episodes = split_episodes(pack)
-    split_of = {ep: name for name in SPLITS for ep in episodes[name]}
+    split_of = SplitOf(pack)
     character = pack.character
     pos: dict[str, list[tuple[str, str]]] = {name: [] for name in SPLITS}
     neg: dict[str, list[tuple[str, str]]] = {name: [] for name in SPLITS}
@@ -134,7 +133,7 @@ def load_data(pack: Pack, seed: int = 13, min_words: int = 2, negatives: float =
         scene: list[tuple[str, str]] = []  # (speaker, text) of the scene so far
         for line in lines:
             speaker, text = line.speaker, line.text
-            name = split_of.get(str(line.episode))
+            name = split_of(line.episode, line.scene)
             if name and line.is_character and len(text.split()) >= min_words:
                 context = next((t for s, t in reversed(scene[-3:]) if s != speaker and s not in NON_CHARACTERS), "")
                 (pos if speaker == character else neg)[name].append((context, text))

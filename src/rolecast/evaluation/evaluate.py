@@ -565,8 +565,10 @@ def recommendation(metrics: dict) -> dict[str, Any] | None:
     if not used:  # an untrusted judge never decides: nothing is recommended, and the report says what would fix it
         failed = ", ".join(f"{names[k]} {info[k]['auc']:.3f} < {info[k]['bar']:.2f}" for k in names)
         return {"variant": None, "judges": [], "rank": {},
-                "why": f"no judge passed its check ({failed}), so no variant is recommended; more test episodes "
-                       "(prepare --split with a larger test share) or a longer script give the judges more lines"}
+                "why": f"no judge passed its check ({failed}), so no variant is recommended; the coherence judge "
+                       "learns from the character's training lines (it passed with thousands on House and Friends: "
+                       "give the pack more of the show), the held-apart style judge from the validation and test "
+                       "episodes (prepare --split 0.7,0.15,0.15 gives it more)"}
     wins = {k: mean_wins(metrics["pairwise"][k], list(variants)) for k in used}
     ok = [k for k, v in variants.items() if v["impersonation"]["mean"] == 0] or list(variants)
     rank = {k: float(np.mean([wins[j][k] for j in used])) for k in ok}

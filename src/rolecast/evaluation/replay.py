@@ -22,7 +22,7 @@ from typing import Any
 
 from ..ingest.script import NAME_PREFIX, Script
 from ..pack import Pack
-from ..pack.examples import split_episodes
+from ..pack.examples import SplitOf
 
 #: Character turns replayed per scene at most.
 MAX_TURNS = 8
@@ -30,11 +30,11 @@ MAX_TURNS = 8
 
 def held_out_scenes(pack: Pack, n: int, seed: int, max_turns: int = MAX_TURNS) -> list[dict[str, Any]]:
     """Up to ``n`` scenes of the test episodes where another speaker talks to the character at least twice."""
-    test = split_episodes(pack)["test"]
+    split_of = SplitOf(pack)
     character = pack.character
     scenes: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
     for line in Script.load(pack.require("script")).lines:
-        if str(line.episode) in test and line.is_character:
+        if line.is_character and split_of(line.episode, line.scene) == "test":
             scenes.setdefault((str(line.episode), str(line.scene)), []).append((line.speaker, line.text, line.index))
     usable = []
     for (episode, scene), lines in scenes.items():

@@ -139,12 +139,34 @@ def read_examples(path: Path) -> Iterator[dict]:
                 yield json.loads(row)
 
 
-def split_episodes(pack: Pack) -> dict[str, set[str]]:
-    """The episodes of each split, read from the pack's examples."""
-    folder = pack.require("examples")
-    out: dict[str, set[str]] = {}
-    for name in SPLITS:
-        path = Path(folder) / f"{name}.jsonl"
-        episodes = {str(example["episode"]) for example in read_examples(path)} if path.exists() else set()
-        out[name] = episodes
-    return out
+class SplitOf:
+    """The split a script line belongs to, read from the pack's examples: ``split_of(episode, scene)``.
+
+    Its episode's split when the episode lies in one split (a corpus of 3+ episodes is split by episode);
+    otherwise its scene's (fewer episodes: split by blocks of scenes, ``split_units``), and a scene without an
+    example of the character then belongs to no split. Reading splits by episode alone put every line of a
+    one-episode corpus (the Simpsons sample, a screenplay) in one split: no training lines for the style
+    classifier, and the held-out scenes and judges' lines drawn from the training scenes."""
+
+    def __init__(self, pack: Pack):
+        self.episodes: dict[str, set[str]] = {}
+        self.scenes: dict[tuple[str, str], str] = {}
+        folder = Path(pack.require("examples"))
+        for name in SPLITS:
+            path = folder / f"{name}.jsonl"
+            for example in read_examples(path) if path.exists() else ():
+                episode, scene = str(example["episode"]), str(example["scene"])
+                self.episodes.setdefault(episode, set()).add(name)
+                self.scenes[(episode, scene)] = name
+
+    def __call__(self, episode, scene) -> str | None:
+        names = self.episodes.get(str(episode))
+        if not names:
+            return None
+        if len(names) == 1:
+            return next(iter(names))
+        return self.scenes.get((str(episode), str(scene)))
+
+    def episodes_in(self, split: str) -> set[str]:
+        """The episodes with lines in ``split``."""
+        return {episode for episode, names in self.episodes.items() if split in names}
