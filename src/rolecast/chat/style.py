@@ -425,7 +425,7 @@ def _evaluate(name: str, probs: np.ndarray, data: Data, threshold: float, second
 def train_style(pack: Pack, method: str = "auto", seed: int = 13, max_minutes: float = 5.0) -> dict[str, Any]:
     """Train the style classifier of ``pack``, write ``style/`` (atomically) and return the report.
 
-    ``method``: "auto" (= "tfidf", about 2 minutes on House on 2 CPU cores), "tfidf", or
+    ``method``: "auto" (= "tfidf", about 35 s on House on 2 CPU cores), "tfidf", or
     "minilm" (tfidf, then an MLP on MiniLM embeddings, blended; kept only when the blend
     beats tfidf on the validation episodes; give it ``max_minutes=15`` on House — with
     less it embeds only a sample of the training lines). Training stops adding work
