@@ -198,3 +198,30 @@ def test_the_blind_coherence_judge_cannot_rebuild_the_rerankers_message_cosine()
 
     assert rebuilt(pair_matrix(Encoder(), contexts, replies, message=True)) > 0.99
     assert rebuilt(pair_matrix(Encoder(), contexts, replies, message=False)) < 0.2
+
+
+def test_a_rerun_reads_the_judges_embeddings_from_the_cache(sample_pack, tmp_path):
+    """The fit's lines are embedded once: a second fit with the same cache embeds nothing and fits the same judges;
+    a damaged cache is recomputed."""
+    from rolecast.models.embeddings import embedder
+
+    class Counting:
+        def __init__(self):
+            self.inner, self.texts = embedder(), 0
+            self.dim, self.key = self.inner.dim, self.inner.key
+
+        def encode(self, texts):
+            self.texts += len(texts)
+            return self.inner.encode(texts)
+
+    first_encoder, second_encoder = Counting(), Counting()
+    first = Judges.fit(Pack.open(sample_pack), encoder=first_encoder, cache=tmp_path)
+    first.encoder.save()
+    [saved] = tmp_path.glob("embeddings-*.npz")
+    second = Judges.fit(Pack.open(sample_pack), encoder=second_encoder, cache=tmp_path)
+    assert first_encoder.texts > 100 and second_encoder.texts == 0
+    assert (first.style_validation, first.coherence_validation) == (second.style_validation, second.coherence_validation)
+    saved.write_bytes(b"not an npz")
+    third_encoder = Counting()
+    third = Judges.fit(Pack.open(sample_pack), encoder=third_encoder, cache=tmp_path)
+    assert third_encoder.texts == first_encoder.texts and third.coherence_validation == first.coherence_validation

@@ -118,10 +118,11 @@ def evaluate(pack: Pack, settings: EvalSettings, backend: BackendSettings, gen: 
     runs = {name: runs[name] for name in settings.variants if name in runs}
     log.info("fitting the held-apart judges")
     started = time.perf_counter()
-    judges = Judges.fit(pack, settings.seed, embedder())
+    judges = Judges.fit(pack, settings.seed, embedder(), cache=cache.folder.parent)
     fitted = time.perf_counter()
     recompute(pack, runs)
     metrics = judge_runs(pack, runs, cases, judges, style, settings)
+    judges.encoder.save()
     metrics["seconds"] = {"variants": {n: r.get("seconds") for n, r in runs.items()},
                           "judges_fit": round(fitted - started, 1), "judging": round(time.perf_counter() - fitted, 1)}
     metrics["settings"], metrics["generation"] = settings.model_dump(), gen.model_dump()

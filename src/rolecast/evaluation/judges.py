@@ -38,16 +38,19 @@ Measured (see ``docs/judges.md`` for the figures and how to re-run them).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import zlib
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import EmptyResultError
+from ..files import atomic_path
 from ..ingest.script import NAME_PREFIX, Script
 from ..pack import Pack
 from ..pack.examples import SPLITS, SplitOf
@@ -140,19 +143,52 @@ def surface(texts: list[str]) -> np.ndarray:
 
 
 class Memo:
-    """An embedder that encodes each distinct text once (the judges see the same lines many times)."""
+    """An embedder that encodes each distinct text once (the judges see the same lines many times).
 
-    def __init__(self, encoder):
+    With ``path``, the vectors of an earlier run are read from it (``save`` writes them): the judges' fit embeds
+    some 30,000 lines of House, two of its two and a half minutes, and a re-run (after more training) needs the
+    same ones. The file is named by the embedder and its bulk precision (``Embedder.key``)."""
+
+    def __init__(self, encoder, path: Path | None = None):
         self.encoder = encoder
         self.vectors: dict[str, np.ndarray] = {}
+        self.saved: dict[bytes, np.ndarray] = {}  # an earlier run's, by the text's SHA-1 (House: 53 MB; the texts themselves took 238)
+        self.used: dict[str, None] = {}  # in order, as a set
+        self.path = path
+        if path is not None and path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as saved:
+                    self.saved = dict(zip(saved["digests"].tolist(), saved["vectors"]))
+            except (OSError, ValueError, KeyError):  # a damaged cache is recomputed, not trusted
+                log.warning("ignored the damaged embedding cache %s", path)
+
+    def save(self) -> None:
+        """Write the vectors of the texts this run asked for to ``path`` (atomically): the cache never grows
+        with earlier runs' replies."""
+        if self.path is None or not self.used:
+            return
+        texts = list(self.used)
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, digests=np.array([_digest(t) for t in texts], dtype="S40"),
+                     vectors=np.stack([self.vectors[t] for t in texts]))
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        self.used.update(dict.fromkeys(texts))
+        if self.saved:
+            for t in dict.fromkeys(texts):
+                if t not in self.vectors and (vector := self.saved.get(_digest(t))) is not None:
+                    self.vectors[t] = vector
         new = [t for t in dict.fromkeys(texts) if t not in self.vectors]
         if new:
             self.vectors.update(zip(new, self.encoder.encode(new)))
         if not texts:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         return np.stack([self.vectors[t] for t in texts])
+
+
+def _digest(text: str) -> bytes:
+    # hex: numpy's fixed-width bytes drop trailing NULs, which a raw digest may end in
+    return hashlib.sha1(text.encode("utf-8")).hexdigest().encode("ascii")
 
 
 def _logistic(C: float = 1.0, seed: int = 13, balanced: bool = False):
@@ -190,10 +226,13 @@ class Judges:
         return v.get("auc", 0.0) >= TRUST and v.get("echo_auc", 0.0) >= TRUST
 
     @classmethod
-    def fit(cls, pack: Pack, seed: int = 13, encoder=None, max_coherence_pairs: int = 16_000) -> Judges:
+    def fit(cls, pack: Pack, seed: int = 13, encoder=None, max_coherence_pairs: int = 16_000,
+            cache: Path | None = None) -> Judges:
+        """``cache``: a folder that keeps the lines' embeddings between runs (``Memo``)."""
         from ..models.embeddings import embedder
 
-        encoder = Memo(encoder or embedder())
+        encoder = encoder or embedder()
+        encoder = Memo(encoder, cache / f"embeddings-{encoder.key}.npz" if cache is not None else None)
         lines = read_lines(pack)
         test = lines.get("test") or []
         if not test:
